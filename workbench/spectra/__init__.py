@@ -1,0 +1,14 @@
+"""Low-rank spectra of weight matrices: ESDs, heavy-tail alpha, ranks, and WeLore compression.
+
+``analyze(model)`` returns a :class:`SpectraResult` (one row per weight matrix); ``welore(result, ...)``
+plans a rank reduction and ``compress(model, plan, data=...)`` applies it.  Figures live in
+:mod:`workbench.spectra.figures`.
+"""
+from .analyze import COLUMNS, SpectraResult, analyze
+from .extract import WeightMatrix, iter_matrices
+from .powerlaw import PowerLawFit, bootstrap_alpha, fit_powerlaw
+from .welore import CompressionResult, WeLoreResult, compress, solve_tau, welore
+
+__all__ = ["analyze", "SpectraResult", "COLUMNS", "fit_powerlaw", "bootstrap_alpha", "PowerLawFit",
+           "iter_matrices", "WeightMatrix", "welore", "solve_tau", "WeLoreResult", "compress",
+           "CompressionResult"]
