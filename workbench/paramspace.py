@@ -1,0 +1,353 @@
+"""Parameter space: flat views of a model's parameters and fast evaluation at many parameter points.
+
+A model's trainable parameters are laid out end to end in one 1-D vector ``theta`` (in
+``named_parameters`` order); :class:`ParamSpec` remembers the names, shapes and offsets so that
+``unflatten`` gives the tensors back.  :func:`evaluate_points` computes the mean loss and the accuracy
+of the model at ``P`` parameter vectors (a ``P x D`` tensor) over the *whole* data set: it evaluates a
+chunk of points per pass with :func:`torch.func.functional_call` under :func:`torch.func.vmap`, so the
+network runs once per batch for the whole chunk.  The chunk is sized to the memory available and halved
+on out-of-memory instead of failing.
+
+BatchNorm is used in eval mode (the model's running statistics) by default; ``bn="reset"`` recomputes
+the running statistics at every point on training data first (the right choice far from the trained
+model, where the stored statistics no longer describe the activations).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call, vmap
+
+from .backend import DeviceLike, resolve_device
+from .data import Dataset, as_dataset
+from .progress import Progress, ProgressLike
+
+__all__ = ["ParamSpec", "flatten", "unflatten", "load_theta", "evaluate_points", "batch_loss_sum",
+           "parameter_groups", "has_batchnorm"]
+
+BN_MODES = ("eval", "reset")
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSpec:
+    """Where each parameter lives in the flat vector: names, shapes, offsets (same order as theta)."""
+
+    names: Tuple[str, ...]
+    shapes: Tuple[Tuple[int, ...], ...]
+    offsets: Tuple[int, ...]
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def sizes(self) -> Tuple[int, ...]:
+        return tuple(int(np.prod(s)) if len(s) else 1 for s in self.shapes)
+
+    @property
+    def numel(self) -> int:
+        return self.offsets[-1] + self.sizes[-1] if self.names else 0
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def slice(self, name: str) -> slice:
+        i = self.names.index(name)
+        return slice(self.offsets[i], self.offsets[i] + self.sizes[i])
+
+    def items(self):
+        """``(name, shape, slice)`` for every parameter, in order."""
+        for name, shape, off, size in zip(self.names, self.shapes, self.offsets, self.sizes):
+            yield name, shape, slice(off, off + size)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"names": list(self.names), "shapes": [list(s) for s in self.shapes]}
+
+
+def _named_params(model: nn.Module, trainable_only: bool = True) -> List[Tuple[str, torch.Tensor]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad or not trainable_only]
+
+
+def flatten(model: nn.Module, *, trainable_only: bool = True) -> Tuple[torch.Tensor, ParamSpec]:
+    """``(theta, spec)``: a detached copy of the model's parameters as one 1-D tensor, and its layout."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    named = _named_params(model, trainable_only)
+    if not named:
+        raise ValueError("model has no trainable parameters to flatten")
+    names, shapes, offsets = [], [], []
+    off = 0
+    for n, p in named:
+        names.append(n)
+        shapes.append(tuple(p.shape))
+        offsets.append(off)
+        off += p.numel()
+    theta = torch.cat([p.detach().reshape(-1) for _, p in named]).clone()
+    return theta, ParamSpec(tuple(names), tuple(shapes), tuple(offsets), theta.dtype)
+
+
+def unflatten(theta: torch.Tensor, spec: ParamSpec) -> Dict[str, torch.Tensor]:
+    """Name -> tensor from a flat ``theta`` (``D``), or name -> ``(P, *shape)`` from a ``P x D`` stack."""
+    theta = torch.as_tensor(theta)
+    if theta.shape[-1] != spec.numel:
+        raise ValueError(f"theta has {theta.shape[-1]} entries but the model has {spec.numel} parameters; "
+                         "flatten the same architecture that produced the spec")
+    lead = tuple(theta.shape[:-1])
+    return {name: theta[..., sl].reshape(*lead, *shape) for name, shape, sl in spec.items()}
+
+
+@torch.no_grad()
+def load_theta(model: nn.Module, theta: torch.Tensor, spec: Optional[ParamSpec] = None) -> nn.Module:
+    """Copy a flat parameter vector into ``model`` in place (and return it)."""
+    spec = spec or flatten(model)[1]
+    params = dict(model.named_parameters())
+    for name, tensor in unflatten(torch.as_tensor(theta), spec).items():
+        if name not in params:
+            raise ValueError(f"theta names parameter {name!r} which the model lacks")
+        params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+    return model
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def parameter_groups(model: nn.Module, spec: Optional[ParamSpec] = None, *,
+                     by: str = "module") -> Dict[str, List[str]]:
+    """Group parameter names: ``by="module"`` (weight and bias of one layer together) or ``"parameter"``."""
+    spec = spec or flatten(model)[1]
+    groups: Dict[str, List[str]] = {}
+    for name in spec.names:
+        key = name.rsplit(".", 1)[0] if (by == "module" and "." in name) else name
+        groups.setdefault(key, []).append(name)
+    return groups
+
+
+# --------------------------------------------------------------------------------------------
+# losses
+# --------------------------------------------------------------------------------------------
+_REDUCIBLE = (F.cross_entropy, F.mse_loss, F.nll_loss, F.binary_cross_entropy_with_logits, F.l1_loss,
+              F.smooth_l1_loss, F.huber_loss, F.kl_div)
+
+
+def batch_loss_sum(loss_fn: Callable, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Sum of the per-example losses of one batch, for a mean-reducing ``loss_fn``.
+
+    Functional losses of ``torch.nn.functional`` are called with ``reduction="sum"``; a loss module
+    (``nn.CrossEntropyLoss()``) follows its ``reduction``; any other callable is assumed to return the
+    batch mean and is multiplied by the batch size.
+    """
+    if loss_fn in _REDUCIBLE:
+        return loss_fn(out, y, reduction="sum")
+    n = y.shape[0] if y.dim() else out.shape[0]
+    if isinstance(loss_fn, nn.modules.loss._Loss):
+        value = loss_fn(out, y)
+        return value if loss_fn.reduction == "sum" else value * n
+    return loss_fn(out, y) * n
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation at many points
+# --------------------------------------------------------------------------------------------
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg
+                                              or "not enough memory" in msg)
+
+
+def _available_memory(dev: torch.device) -> int:
+    if dev.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(dev)
+        return int(free)
+    try:
+        import psutil  # type: ignore
+
+        return int(psutil.virtual_memory().available)
+    except Exception:
+        try:
+            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return 2 << 30
+
+
+@torch.no_grad()
+def _activation_bytes(model: nn.Module, params: Dict[str, torch.Tensor], buffers: Dict[str, torch.Tensor],
+                      xb: torch.Tensor) -> int:
+    """Bytes of every module output for one forward pass on ``xb`` (a per-point memory estimate)."""
+    total = [0]
+
+    def hook(_m, _i, out):
+        if isinstance(out, torch.Tensor):
+            total[0] += out.numel() * out.element_size()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        functional_call(model, {**params, **buffers}, (xb,))
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def auto_chunk(model: nn.Module, spec: ParamSpec, xb: torch.Tensor, dev: torch.device,
+               params: Dict[str, torch.Tensor], buffers: Dict[str, torch.Tensor], points: int) -> int:
+    """Number of points per pass that fits the memory available (at most 64 on a CPU, 1024 on a GPU)."""
+    per_point = 3 * _activation_bytes(model, params, buffers, xb) + 2 * spec.numel * 4
+    budget = 0.4 * _available_memory(dev) if dev.type == "cuda" else min(0.25 * _available_memory(dev), 2 << 30)
+    cap = 1024 if dev.type == "cuda" else 64
+    return int(max(1, min(cap, points, budget // max(per_point, 1))))
+
+
+@torch.no_grad()
+def reset_bn_buffers(model: nn.Module, theta: torch.Tensor, spec: ParamSpec, train_data: Dataset, *,
+                     batch_size: int, device: torch.device) -> Dict[str, torch.Tensor]:
+    """BatchNorm running statistics recomputed (cumulative average over ``train_data``) at ``theta``."""
+    work = copy.deepcopy(model).to(device)
+    load_theta(work, theta, spec)
+    work.eval()
+    for m in work.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average: exact mean over the batches
+            m.train()
+    for xb, _yb in train_data.batches(batch_size, device=device):
+        work(xb)
+    return {k: v.detach().clone() for k, v in work.named_buffers()}
+
+
+def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: Optional[Callable] = None, *,
+                    batch_size: int = 1024, chunk: Optional[int] = None, bn: str = "eval",
+                    train_data: Any = None, buffers: Optional[Dict[str, torch.Tensor]] = None,
+                    device: DeviceLike = "auto", progress: ProgressLike = False,
+                    info: Optional[Dict[str, Any]] = None) -> Dict[str, np.ndarray]:
+    """Mean loss and accuracy of ``model`` at each row of ``thetas`` (``P x D``) over the whole ``data``.
+
+    Parameters
+    ----------
+    model : the architecture; its parameters are replaced by each row of ``thetas`` (laid out as
+        :func:`flatten` does); its buffers (BatchNorm statistics) are used as they are unless ``bn``
+        or ``buffers`` say otherwise.  The model itself is not modified.
+    thetas : ``P x D`` tensor (or a single ``D`` vector).
+    data : anything :func:`workbench.data.as_dataset` accepts; evaluated whole, in batches.
+    loss_fn : ``loss_fn(output, target)`` returning the batch mean (default cross-entropy).
+    chunk : points per vectorised pass; ``None`` sizes it to the memory available.  Halved on
+        out-of-memory.
+    bn : ``"eval"`` (stored running statistics) or ``"reset"`` (recompute them at every point on
+        ``train_data``, default ``data``).
+    buffers : optional name -> ``(P, *shape)`` per-point buffers (e.g. interpolated BatchNorm statistics).
+    info : optional dict filled with ``chunk`` (the chunk actually used) and ``passes``.
+
+    Returns ``{"loss": (P,), "accuracy": (P,)}`` NumPy arrays; a point whose loss is NaN or infinite
+    keeps that value (no exception).  Accuracy is NaN when the output is not a ``(N, C)`` score matrix
+    with integer targets.
+    """
+    if bn not in BN_MODES:
+        raise ValueError(f"bn={bn!r}; choose one of {BN_MODES}")
+    dev = resolve_device(device)
+    ds = as_dataset(data, "data")
+    loss_fn = loss_fn or F.cross_entropy
+    theta0, spec = flatten(model)
+    thetas = torch.as_tensor(thetas)
+    if thetas.dim() == 1:
+        thetas = thetas[None]
+    if thetas.dim() != 2 or thetas.shape[1] != spec.numel:
+        raise ValueError(f"thetas has shape {tuple(thetas.shape)}; expected (P, {spec.numel}) "
+                         f"for this model ({spec.numel} parameters), built with paramspace.flatten")
+    P = thetas.shape[0]
+    model_dev = next(model.parameters()).device
+    was_training = model.training
+    if model_dev != dev:
+        model = copy.deepcopy(model).to(dev)
+    model.eval()
+    try:
+        base_buffers = {k: v.to(dev) for k, v in model.named_buffers()}
+        point_buffers: Optional[Dict[str, torch.Tensor]] = None
+        if buffers is not None:
+            point_buffers = {k: torch.as_tensor(v).to(dev) for k, v in buffers.items()}
+            for k, v in point_buffers.items():
+                if k not in base_buffers or v.shape[0] != P:
+                    raise ValueError(f"buffers[{k!r}] must be a (P={P}, ...) stack of a buffer the model has")
+        ds_dev = ds.to(dev)
+        train_ds = as_dataset(train_data, "train_data").to(dev) if train_data is not None else ds_dev
+        has_bn = has_batchnorm(model)
+        do_reset = bn == "reset" and has_bn
+        int_targets = not ds_dev.y.is_floating_point()
+
+        def point_fn(params, bufs, xb, yb):
+            out = functional_call(model, {**params, **bufs}, (xb,))
+            loss = batch_loss_sum(loss_fn, out, yb)
+            if out.dim() == 2 and int_targets and yb.dim() == 1:
+                correct = (out.argmax(-1) == yb).sum().to(loss.dtype)
+            else:
+                correct = torch.full((), float("nan"), dtype=loss.dtype, device=loss.device)
+            return loss, correct
+
+        vmapped_shared = vmap(point_fn, in_dims=(0, None, None, None))
+        vmapped_own = vmap(point_fn, in_dims=(0, 0, None, None))
+
+        first_x = next(ds_dev.batches(batch_size))[0]
+        if chunk is None:
+            p0 = {k: v.to(dev) for k, v in unflatten(theta0, spec).items()}
+            chunk_now = auto_chunk(model, spec, first_x, dev, p0, base_buffers, P)
+        else:
+            if int(chunk) < 1:
+                raise ValueError(f"chunk={chunk}; use a positive number of points per pass or None")
+            chunk_now = int(min(int(chunk), P))
+
+        losses = np.full(P, np.nan)
+        accs = np.full(P, np.nan)
+        n = len(ds_dev)
+        passes = 0
+        with Progress(P, "points", progress) as bar:
+            start = 0
+            while start < P:
+                stop = min(P, start + chunk_now)
+                try:
+                    block = thetas[start:stop].to(dev, spec.dtype)
+                    params = unflatten(block, spec)
+                    if do_reset:
+                        per = [reset_bn_buffers(model, block[i], spec, train_ds, batch_size=batch_size, device=dev)
+                               for i in range(stop - start)]
+                        bufs = {k: torch.stack([p[k] for p in per]) for k in per[0]}
+                    elif point_buffers is not None:
+                        bufs = {**{k: v.unsqueeze(0).expand(stop - start, *v.shape)
+                                   for k, v in base_buffers.items() if k not in point_buffers},
+                                **{k: v[start:stop] for k, v in point_buffers.items()}}
+                    else:
+                        bufs = None
+                    tot_loss = torch.zeros(stop - start, dtype=torch.float64, device=dev)
+                    tot_corr = torch.zeros(stop - start, dtype=torch.float64, device=dev)
+                    with torch.no_grad():
+                        for xb, yb in ds_dev.batches(batch_size):
+                            if bufs is None:
+                                l, c = vmapped_shared(params, base_buffers, xb, yb)
+                            else:
+                                l, c = vmapped_own(params, bufs, xb, yb)
+                            tot_loss += l.double()
+                            tot_corr += c.double()
+                            passes += 1
+                except Exception as exc:  # shrink the chunk on out-of-memory
+                    if _is_oom(exc) and chunk_now > 1:
+                        chunk_now = max(1, chunk_now // 2)
+                        if dev.type == "cuda":
+                            torch.cuda.empty_cache()
+                        continue
+                    if _is_oom(exc):
+                        raise MemoryError(f"one parameter point does not fit in memory with batch_size={batch_size}; "
+                                          "lower batch_size") from exc
+                    raise
+                losses[start:stop] = (tot_loss / n).cpu().numpy()
+                accs[start:stop] = (tot_corr / n).cpu().numpy()
+                bar.update(stop - start)
+                start = stop
+    finally:
+        model.train(was_training)
+    if info is not None:
+        info.update(chunk=chunk_now, passes=passes, points=P, device=str(dev), bn=bn if has_bn else "none")
+    return {"loss": losses, "accuracy": accs}
