@@ -159,7 +159,7 @@ def analyze(model, *, device: DeviceLike = "auto", embeddings: bool = True, min_
             chunks: Dict[int, List[torch.Tensor]] = {i: [] for i in idx}
             for start in range(0, len(slices), per_batch):
                 part = slices[start:start + per_batch]
-                stack = torch.stack([entries[i].slices[s] * entries[i].scale for i, s in part])
+                stack = torch.stack([entries[i].slices[s].to(dtype) * entries[i].scale for i, s in part])
                 ev = _eigenvalues(stack.to(device=dev, dtype=dtype), method).to("cpu", torch.float64)
                 for (i, _), row in zip(part, ev):
                     chunks[i].append(row)

@@ -1,0 +1,32 @@
+import numpy as np
+from torch import nn
+
+from widgets.spectra import SpectraPanel
+
+
+def test_run_fills_table_and_figures():
+    p = SpectraPanel(model="mlp", bootstrap=0, background=False)
+    p.run()
+    assert p.error is None, p.error_area.value
+    assert list(p.widgets["layer"].options) == ["net.0.weight", "net.2.weight", "net.4.weight"] \
+        or len(p.widgets["layer"].options) == len(p.result.names)
+    assert "alpha" in p.table.value
+    assert len(p.figures["esd"].data) == 2
+    assert list(p.figures["alpha"].data[0].y) == list(p.result.to_frame()["alpha"])
+    before = p.plan.overall
+    p.widgets["tau"].value = 0.3  # the slider re-plans without recomputing spectra
+    assert p.plan.overall > before and p.runs == 1
+    p.widgets["layer"].value = p.result.names[-1]
+    assert p.result.names[-1] in p.figures["esd"].layout.title.text
+
+
+def test_user_model_and_error_shown():
+    good = nn.Sequential(nn.Linear(30, 20), nn.Linear(20, 5))
+    p = SpectraPanel(model=good, model_name="mine", bootstrap=0, background=False)
+    assert p.widgets["model"].value == "mine"
+    p.run()
+    assert p.result.names == ["0.weight", "1.weight"]
+    bad = SpectraPanel(model=nn.Sequential(nn.ReLU()), bootstrap=0, background=False)
+    bad.run()
+    assert isinstance(bad.error, ValueError) and "no weight matrices" in bad.error_area.value
+    assert np.isfinite(p.result.to_frame()["stable_rank"]).all()

@@ -1,0 +1,240 @@
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from workbench import spectra
+from workbench.spectra import figures
+from workbench.spectra.powerlaw import bootstrap_alpha, fit_powerlaw
+
+
+def _matrix(singular, n=None, seed=0):
+    """An n x m matrix with exactly the given singular values."""
+    rng = np.random.default_rng(seed)
+    m = len(singular)
+    n = n or 2 * m
+    u, _ = np.linalg.qr(rng.standard_normal((n, m)))
+    v, _ = np.linalg.qr(rng.standard_normal((m, m)))
+    return (u * np.asarray(singular)) @ v.T
+
+
+def _model_of(*mats):
+    seq = nn.Sequential(*[nn.Linear(w.shape[1], w.shape[0], bias=False, dtype=torch.float64) for w in mats])
+    with torch.no_grad():
+        for lin, w in zip(seq, mats):
+            lin.weight.copy_(torch.as_tensor(w))
+    return seq
+
+
+def test_known_singular_values_give_exact_metrics():
+    s = np.linspace(1.0, 5.0, 40)
+    res = spectra.analyze(_model_of(_matrix(s)), progress=False, bootstrap=0, device="cpu")
+    row = res.to_frame().iloc[0]
+    np.testing.assert_allclose(res.esd(0), np.sort(s ** 2), rtol=1e-10)
+    np.testing.assert_allclose(res.singular_values(0), np.sort(s)[::-1], rtol=1e-10)
+    assert row["num_evals"] == 40 and row["N"] == 80 and row["M"] == 40
+    assert row["lambda_max"] == pytest.approx(25.0)
+    assert row["stable_rank"] == pytest.approx(np.sum(s ** 2) / 25.0)
+    assert row["log_norm"] == pytest.approx(math.log10(np.sum(s ** 2)))
+    assert row["log_spectral_norm"] == pytest.approx(math.log10(25.0))
+    p = s / s.sum()
+    assert row["effective_rank"] == pytest.approx(math.exp(-np.sum(p * np.log(p))))
+    assert row["numerical_rank"] == 40
+    assert row["alpha_weighted"] == pytest.approx(row["alpha"] * math.log10(25.0))
+    assert row["log_alpha_norm"] == pytest.approx(math.log10(np.sum(s ** (2 * row["alpha"]))))
+
+
+def test_rank_r_plus_noise():
+    rng = np.random.default_rng(1)
+    w = _matrix([10.0, 8.0, 6.0] + [0.0] * 57, n=100) + 1e-9 * rng.standard_normal((100, 60))
+    row = spectra.analyze(_model_of(w), progress=False, bootstrap=0).to_frame().iloc[0]
+    assert row["stable_rank"] == pytest.approx((100 + 64 + 36) / 100, rel=1e-6)
+    # exact rank 3 up to the noise: the numerical rank sees the noise, the effective rank does not
+    assert 2.8 < row["effective_rank"] < 3.1
+
+
+def test_gaussian_versus_pareto_tails():
+    rng = np.random.default_rng(0)
+    gauss = rng.standard_normal((1000, 500))
+    pareto = rng.pareto(1.5, (1000, 500)) * rng.choice([-1, 1], (1000, 500))
+    res = spectra.analyze(_model_of(gauss, pareto.T), progress=False, bootstrap=100)
+    a_gauss, a_pareto = res.to_frame()["alpha"]
+    assert 8.0 < a_gauss < 12.0  # REFERENCE: about 9-10 for a 1000x500 Gaussian matrix
+    assert a_pareto < 3.0
+    t = res.to_frame()
+    assert (t["alpha_lo"] <= t["alpha"]).all() and (t["alpha"] <= t["alpha_hi"]).all()
+    assert list(t["quality"]) == ["under-trained", "well-trained"] or a_pareto < 2
+
+
+def test_hill_estimate_at_the_chosen_xmin_is_exact():
+    x = np.array([1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0, 89.0] * 3) * np.repeat([1, 1.01, 1.02], 10)
+    fit = fit_powerlaw(x)
+    tail = np.sort(x)[np.sort(x) >= fit.xmin]
+    assert fit.num_tail == len(tail)
+    assert fit.alpha == pytest.approx(1 + len(tail) / np.sum(np.log(tail / fit.xmin)), rel=1e-12)
+    cdf_fit = 1 - (tail / fit.xmin) ** (1 - fit.alpha)
+    assert fit.D == pytest.approx(np.max(np.abs(cdf_fit - np.arange(len(tail)) / len(tail))), rel=1e-10)
+
+
+def test_bootstrap_is_seeded():
+    rng = np.random.default_rng(3)
+    ev = np.linalg.svd(rng.pareto(2.0, (300, 150)), compute_uv=False) ** 2
+    fit = fit_powerlaw(ev)
+    assert bootstrap_alpha(ev, fit, seed=4) == bootstrap_alpha(ev, fit, seed=4)
+    lo, hi = bootstrap_alpha(ev, fit, seed=4, samples=400)
+    assert lo < fit.alpha < hi
+
+
+def test_conv_slices_pooled_and_scaled():
+    conv = nn.Conv2d(8, 16, 3, bias=False)
+    res = spectra.analyze(nn.Sequential(conv), progress=False, bootstrap=0)
+    row = res.to_frame().iloc[0]
+    assert (row["N"], row["M"], row["rf"], row["num_evals"]) == (16, 8, 9, 72)
+    w = conv.weight.detach().double()
+    expected = np.sort(np.concatenate([np.linalg.svd(w[:, :, i, j].numpy(), compute_uv=False) ** 2 * 0.5
+                                       for i in range(3) for j in range(3)]))
+    np.testing.assert_allclose(res.esd(0), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_supported_and_skipped_layers_are_listed():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(50, 16)
+            self.attn = nn.MultiheadAttention(16, 2)
+            self.norm = nn.LayerNorm(16)
+            self.conv1 = nn.Conv1d(16, 16, 3)
+            self.conv3 = nn.Conv3d(2, 2, 2)
+            self.fc = nn.Linear(16, 4)
+
+    res = spectra.analyze(Net(), progress=False, bootstrap=0)
+    assert res.names == ["emb.weight", "attn.in_proj_weight[q]", "attn.in_proj_weight[k]",
+                         "attn.in_proj_weight[v]", "attn.out_proj.weight", "conv1.weight", "fc.weight"]
+    reasons = {s["name"]: s["reason"] for s in res.skipped}
+    assert "norm layer" in reasons["norm.weight"] and "not supported" in reasons["conv3.weight"]
+    no_emb = spectra.analyze(Net(), progress=False, bootstrap=0, embeddings=False)
+    assert "emb.weight" not in no_emb.names and any("embedding" in s["reason"] for s in no_emb.skipped)
+
+
+def test_state_dict_input_matches_module():
+    m = nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 10))
+    a = spectra.analyze(m, progress=False, bootstrap=0).to_frame()
+    b = spectra.analyze(m.state_dict(), progress=False, bootstrap=0).to_frame()
+    np.testing.assert_allclose(a["alpha"].to_numpy(), b["alpha"].to_numpy())
+    assert list(b["name"]) == ["0.weight", "2.weight"]
+
+
+def test_bad_input_names_the_layer():
+    with pytest.raises(ValueError, match="no weight matrices"):
+        spectra.analyze(nn.Sequential(nn.ReLU(), nn.LayerNorm(4)), progress=False)
+    m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    with torch.no_grad():
+        m[1].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"layer '1.weight'.*non-finite"):
+        spectra.analyze(m, progress=False)
+
+
+def test_save_load_round_trip(tmp_path):
+    res = spectra.analyze(nn.Sequential(nn.Linear(40, 30), nn.Linear(30, 10)), progress=False, bootstrap=20)
+    back = spectra.SpectraResult.load(res.save(tmp_path / "spec"))
+    assert type(back) is spectra.SpectraResult
+    np.testing.assert_array_equal(back.evals, res.evals)
+    assert back.to_frame().equals(res.to_frame()) and back.settings == res.settings
+
+
+def test_welore_tau_solves_the_target():
+    s1 = np.concatenate([np.linspace(0, 0.1, 80), np.linspace(0.5, 1, 20)])  # mostly small: a low-rank one
+    s2 = np.linspace(0.0, 1.0, 100)
+    res = spectra.analyze(_model_of(_matrix(s1 + 1e-3), _matrix(s2 + 1e-3, seed=1)), progress=False, bootstrap=0)
+    plan = spectra.welore(res, reduction=0.5)
+    assert plan.overall == pytest.approx(0.5)
+    t = plan.to_frame()
+    assert list(t["label"]) == ["LRC", "N-LRC"]
+    assert t["kept_rank"].sum() == 100
+    # by tau directly: min-max normalised values below tau are dropped
+    p2 = spectra.welore(res, tau=0.3)
+    n1 = (s1 - s1.min()) / (s1.max() - s1.min())
+    assert p2.to_frame()["kept_rank"].iloc[0] == np.count_nonzero(n1 >= 0.3)
+
+
+def test_compress_exact_low_rank_is_lossless():
+    from workbench.data import Dataset
+
+    w = _matrix([5.0, 3.0, 1.0] + [0.0] * 29, n=64)
+    m = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10)).double()
+    with torch.no_grad():
+        m[0].weight.copy_(torch.as_tensor(w))
+    x = torch.randn(50, 32, dtype=torch.float64)
+    data = Dataset(x, m(x).argmax(1))
+    compressed, rep = spectra.compress(m, {"0.weight": 3}, data=data, device="cpu")
+    assert rep.to_frame()["how"].tolist() == ["factorised"]
+    torch.testing.assert_close(compressed(x), m(x))
+    assert rep.params_after == rep.params_before - 32 * 64 + 3 * (32 + 64)
+    assert rep.before["accuracy"] == rep.after["accuracy"] == 1.0
+
+
+def test_compress_reference_mlp_reports_the_change():
+    from workbench import data, models
+
+    model = models.reference_model("mlp")
+    _, test = data.digits()
+    res = spectra.analyze(model, progress=False, bootstrap=0)
+    plan = spectra.welore(res, reduction=0.6)
+    _, rep = spectra.compress(model, plan, only="all", data=test, device="cpu")
+    assert rep.before["accuracy"] > 0.9
+    assert rep.params_after < rep.params_before
+    assert set(rep.delta) == {"loss", "accuracy"}
+
+
+def test_figures():
+    res = spectra.analyze(nn.Sequential(nn.Linear(200, 100), nn.Linear(100, 20)), progress=False, bootstrap=50)
+    fig = figures.esd_figure(res, "0.weight")
+    assert [t.type for t in fig.data] == ["bar", "scatter"]
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    afig = figures.alpha_figure(res)
+    assert list(afig.data[0].y) == list(res.to_frame()["alpha"])
+    assert {s.y0 for s in afig.layout.shapes} == {2, 6}
+    wfig = figures.welore_figure(spectra.welore(res, reduction=0.3))
+    assert len(wfig.data[0].x) == 2
+
+
+weightwatcher = pytest.importorskip("weightwatcher")
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_agrees_with_weightwatcher(name):
+    import logging
+
+    from workbench import models
+
+    model = models.reference_model(name)
+    logging.disable(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = weightwatcher.WeightWatcher(model=model).analyze()
+    logging.disable(logging.NOTSET)
+    ours = spectra.analyze(model, progress=False, bootstrap=0).to_frame()
+    ours = ours[ours["num_evals"] >= 8].reset_index(drop=True)
+    assert len(ours) == len(theirs)
+    for col in ["alpha", "alpha_weighted", "stable_rank", "log_norm", "log_spectral_norm", "num_evals"]:
+        np.testing.assert_allclose(ours[col].to_numpy(dtype=float), theirs[col].to_numpy(dtype=float),
+                                   rtol=1e-6, atol=1e-7, err_msg=col)
+
+
+def test_fit_agrees_with_weightwatcher_fit():
+    from weightwatcher.WW_powerlaw import WWFit
+
+    rng = np.random.default_rng(5)
+    for shape, pareto in [((600, 300), False), ((400, 200), True), ((30, 15), False), ((24, 12), True)]:
+        w = rng.pareto(2.0, shape) if pareto else rng.standard_normal(shape)
+        ev = np.linalg.svd(w, compute_uv=False) ** 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = WWFit(ev[ev > 1e-5])
+        ours = fit_powerlaw(ev)
+        assert ours.alpha == pytest.approx(ref.alpha, rel=1e-10)
+        assert ours.xmin == pytest.approx(ref.xmin, rel=1e-12)
+        assert ours.D == pytest.approx(ref.D, rel=1e-8)
