@@ -1,0 +1,257 @@
+"""Curated notebooks as parametrised reports: list them, validate parameters, execute, convert to HTML.
+
+``report()`` runs notebooks with papermill into executed ``.ipynb`` files and standalone HTML (plotly
+figures embedded, so they show offline; code cells hidden unless ``show_code=True``) plus an
+``index.html`` linking every report.  Runs fan out through :func:`workbench.sweep.run`, so any executor
+the sweep engine accepts (threads, processes, a Dask client) runs many reports at once.
+
+Unlike papermill, which only warns, an unknown parameter is an error naming the valid ones.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import html
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import pandas as pd
+
+from .progress import ProgressLike
+from .results import Result
+
+PathLike = Union[str, os.PathLike]
+
+
+def notebook_dir() -> Path:
+    """Where the curated notebooks live (``$WORKBENCH_NOTEBOOKS`` or the checkout's ``notebooks/``)."""
+    env = os.environ.get("WORKBENCH_NOTEBOOKS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@dataclass
+class Parameter:
+    name: str
+    default: Any
+    help: str
+
+
+def _parameters_cell(nb: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            return cell
+    return None
+
+
+def parameters_of(path: PathLike) -> List[Parameter]:
+    """The parameters of a notebook: name, default and the ``# help`` text of each line."""
+    nb = json.loads(Path(path).read_text())
+    cell = _parameters_cell(nb)
+    if cell is None:
+        return []
+    source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    out = []
+    lines = source.splitlines()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            line = lines[node.lineno - 1]
+            help_text = line.split("#", 1)[1].strip() if "#" in line else ""
+            out.append(Parameter(node.targets[0].id, ast.literal_eval(node.value), help_text))
+    return out
+
+
+def notebooks() -> Dict[str, Path]:
+    """Name -> path of every curated notebook, tour first."""
+    paths = sorted(notebook_dir().glob("*.ipynb"), key=lambda p: (p.stem != "tour", p.stem))
+    return {p.stem: p for p in paths}
+
+
+def ci_parameters(path: PathLike) -> Dict[str, Any]:
+    nb = json.loads(Path(path).read_text())
+    return dict(nb.get("metadata", {}).get("workbench", {}).get("ci_parameters", {}))
+
+
+def validate(name: str, params: Mapping[str, Any], known: Sequence[Parameter]) -> None:
+    """Raise ``ValueError`` for a parameter the notebook does not have, naming the valid ones."""
+    names = [p.name for p in known]
+    for key in params:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"notebook {name!r} has no parameter {key!r}.{hint} Valid parameters: "
+                             f"{', '.join(names) or '(none)'}")
+
+
+def split_parameters(params: Mapping[str, Any], names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """Route ``{"key": v, "notebook.key": v, "notebook": {...}}`` to each notebook's own dict.
+
+    A bare ``key`` goes to every selected notebook that has it (and must exist in at least one).
+    """
+    per: Dict[str, Dict[str, Any]] = {n: {} for n in names}
+    known = {n: [p.name for p in parameters_of(notebooks()[n])] for n in names}
+    for key, value in params.items():
+        if key in per and isinstance(value, Mapping):
+            per[key].update(value)
+        elif "." in key and key.split(".", 1)[0] in per:
+            nb, k = key.split(".", 1)
+            per[nb][k] = value
+        else:
+            targets = [n for n in names if key in known[n]]
+            if not targets:
+                valid = sorted({k for ks in known.values() for k in ks})
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"no selected notebook has a parameter {key!r}.{hint} "
+                                 f"Valid parameters: {', '.join(valid)}")
+            for n in targets:
+                per[n][key] = value
+    return per
+
+
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def _drop_widget_state(nb) -> None:
+    """Remove live-widget outputs and their saved state: they cannot run in a static page, and the
+    state of plotly FigureWidgets carries a multi-megabyte script per figure."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = [o for o in cell.get("outputs", []) if WIDGET_MIME not in o.get("data", {})]
+
+
+def to_html(executed: PathLike, target: PathLike, *, show_code: bool = False, title: str = "") -> Path:
+    """Convert an executed notebook to standalone HTML (code hidden unless ``show_code``)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(executed), as_version=4)
+    _drop_widget_state(nb)
+    exporter = HTMLExporter(exclude_input=not show_code, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    if title:
+        nb.metadata["title"] = title
+    body, _ = exporter.from_notebook_node(nb)
+    target = Path(target)
+    target.write_text(body, encoding="utf-8")
+    return target
+
+
+def run_one(notebook: str, out: str, parameters: Dict[str, Any], small: bool = False, show_code: bool = False,
+            kernel: str = "python3") -> Dict[str, Any]:
+    """Execute one notebook and convert it; returns a status record (never raises on a failing notebook)."""
+    import papermill as pm
+
+    path = notebooks()[notebook]
+    params = {**(ci_parameters(path) if small else {}), **parameters}
+    validate(notebook, params, parameters_of(path))
+    outdir = Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    executed = outdir / f"{notebook}.ipynb"
+    start = time.perf_counter()
+    record = {"notebook": notebook, "parameters": params, "ipynb": executed.name, "html": f"{notebook}.html",
+              "status": "ok", "error": "", "seconds": 0.0}
+    env_before = os.environ.get("WORKBENCH_REPORT")
+    os.environ["WORKBENCH_REPORT"] = "1"
+    try:
+        pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name=kernel,
+                            cwd=str(path.parent.parent), progress_bar=False, log_output=False)
+    except Exception as exc:  # the partial notebook is still converted, with the error in it
+        record["status"] = "failed"
+        record["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+    finally:
+        if env_before is None:
+            os.environ.pop("WORKBENCH_REPORT", None)
+        else:
+            os.environ["WORKBENCH_REPORT"] = env_before
+    if executed.exists():
+        import nbformat
+
+        nb = nbformat.read(str(executed), as_version=4)
+        nb.metadata.pop("widgets", None)  # see _drop_widget_state
+        nbformat.write(nb, str(executed))
+        to_html(executed, outdir / record["html"], show_code=show_code, title=notebook)
+    else:
+        record["html"] = ""
+    record["seconds"] = round(time.perf_counter() - start, 2)
+    return record
+
+
+@dataclass
+class ReportResult(Result):
+    """One row per notebook run: parameters, status, time, file names; ``index`` is the index page."""
+
+    runs: List[Dict[str, Any]] = field(default_factory=list)
+    index: str = ""
+
+    kind = "report"
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.runs)
+
+    @property
+    def ok(self) -> bool:
+        return all(r["status"] == "ok" for r in self.runs)
+
+
+def _index_page(runs: List[Dict[str, Any]], title: str) -> str:
+    rows = []
+    for r in runs:
+        link = f"<a href='{html.escape(r['html'])}'>{html.escape(r['notebook'])}</a>" if r["html"] else \
+            html.escape(r["notebook"])
+        params = ", ".join(f"{k}={v!r}" for k, v in r["parameters"].items()) or "defaults"
+        status = "ok" if r["status"] == "ok" else f"<b style='color:#b00020'>failed</b>: {html.escape(r['error'])}"
+        rows.append(f"<tr><td>{link}</td><td>{status}</td><td>{r['seconds']:.1f} s</td>"
+                    f"<td><code>{html.escape(params)}</code></td>"
+                    f"<td><a href='{html.escape(r['ipynb'])}'>notebook</a></td></tr>")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;text-align:left;"
+            "border-bottom:1px solid #ddd}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1><p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>"
+            "<table><tr><th>report</th><th>status</th><th>time</th><th>parameters</th><th>source</th></tr>"
+            + "".join(rows) + "</table></body></html>")
+
+
+def report(names: Optional[Sequence[str]] = None, *, out: PathLike = "report",
+           parameters: Optional[Mapping[str, Any]] = None, small: bool = False, show_code: bool = False,
+           executor: Any = None, max_workers: Optional[int] = None, progress: ProgressLike = True,
+           title: str = "Workbench report") -> ReportResult:
+    """Run the named notebooks (all by default) into ``out/`` as executed notebooks and HTML, plus an index.
+
+    ``parameters``: ``{"key": v}`` for every notebook that has ``key``, ``{"notebook.key": v}`` or
+    ``{"notebook": {...}}`` for one.  ``small=True`` starts from each notebook's CI parameters.
+    """
+    from . import sweep
+
+    available = notebooks()
+    names = list(names) if names else list(available)
+    for n in names:
+        if n not in available:
+            raise ValueError(f"no notebook {n!r}; available: {', '.join(available)}")
+    per = split_parameters(dict(parameters or {}), names)
+    for n in names:
+        base = ci_parameters(available[n]) if small else {}
+        validate(n, {**base, **per[n]}, parameters_of(available[n]))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cells = [dict(notebook=n, out=str(out), parameters=per[n], small=small, show_code=show_code) for n in names]
+    res = sweep.run(run_one, cells, executor=executor, max_workers=max_workers, progress=progress,
+                    on_error="skip")
+    runs = []
+    for cell in cells:
+        if cell in res:
+            runs.append(res[cell])
+        else:
+            err = res.errors.get(sweep.cell_key(cell)) if hasattr(res, "errors") else None
+            runs.append({"notebook": cell["notebook"], "parameters": cell["parameters"], "ipynb": "", "html": "",
+                         "status": "failed", "error": repr(err), "seconds": 0.0})
+    index = out / "index.html"
+    index.write_text(_index_page(runs, title), encoding="utf-8")
+    return ReportResult(settings=dict(names=names, out=str(out), small=small, show_code=show_code,
+                                      executor=str(executor)), runs=runs, index=str(index))
