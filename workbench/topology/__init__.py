@@ -25,3 +25,10 @@ __all__ = [
     "walk_concentration", "BUILTIN_GRAPHS", "EdgeSplit", "GraphData", "GraphInputWarning", "as_graph",
     "builtin", "edge_array", "split_edges",
 ]
+from . import figures  # noqa: E402
+from .analysis import PREDICTORS, TopologyReport, analyze  # noqa: E402
+from .linkpred import (LinkPredictor, correlations, distribution_shift, fit_link_predictor,  # noqa: E402
+                       node_metrics, rank_metrics)
+
+__all__ += ["figures", "PREDICTORS", "TopologyReport", "analyze", "LinkPredictor", "correlations",
+            "distribution_shift", "fit_link_predictor", "node_metrics", "rank_metrics"]
