@@ -102,24 +102,45 @@ def interpolate_state(state_a: Dict[str, torch.Tensor], state_b: Dict[str, torch
 
 @torch.no_grad()
 def reset_bn(model: nn.Module, data: Any, *, batch_size: int = 512, device: DeviceLike = "auto") -> nn.Module:
-    """Recompute every BatchNorm's running statistics on ``data`` (exact average over the whole set)."""
+    """Recompute every BatchNorm's running statistics on ``data``.
+
+    One pass in training mode (each BatchNorm normalises with its batch's statistics, as in training);
+    each layer's running mean and (unbiased) variance are then set to the exact statistics of all the
+    inputs it saw, weighted per sample.  With one batch covering the data every layer is exact.
+    """
     bns = [m for m in model.modules() if isinstance(m, _BN_TYPES)]
     if not bns:
         return model
     ds = as_dataset(data, "train_data")
     dev = resolve_device(device)
     model.to(dev).eval()
-    saved = []
+    sums: Dict[int, List[Any]] = {}
+    hooks = []
     for m in bns:
-        saved.append(m.momentum)
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
+        def hook(mod, args, key=id(m)):
+            x = args[0]
+            u = x.movedim(1, -1).reshape(-1, x.shape[1]).double()
+            s = sums.setdefault(key, [0.0, 0.0, 0])
+            s[0] = s[0] + u.sum(0)
+            s[1] = s[1] + (u * u).sum(0)
+            s[2] += u.shape[0]
+        hooks.append(m.register_forward_pre_hook(hook))
         m.train()
-    for xb, _ in ds.batches(batch_size, device=dev):
-        model(xb)
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
-        m.eval()
+    try:
+        for xb, _ in ds.batches(batch_size, device=dev):
+            model(xb)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m in bns:
+            m.eval()
+    for m in bns:
+        s1, s2, n = sums[id(m)]
+        mean = s1 / n
+        var = (s2 / n - mean ** 2).clamp_min(0) * (n / max(n - 1, 1))
+        m.running_mean.copy_(mean.to(m.running_mean.dtype))
+        m.running_var.copy_(var.to(m.running_var.dtype))
+        m.num_batches_tracked.fill_(1) if m.num_batches_tracked is not None else None
     return model
 
 

@@ -591,10 +591,11 @@ def activation_matching(model_a: nn.Module, model_b: nn.Module, data: Any, spec:
                         progress: ProgressLike = False) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
     """Match units by the correlation of their activations on ``data``.
 
-    For each hidden group the post-activation outputs (or, where a group has none, the outputs of the
-    layers producing it) of A and B are correlated unit by unit over all samples (and spatial positions);
-    the cost matrix sums the correlations of every site carrying the group and a linear assignment
-    (maximise) gives the permutation.  Returns ``(perms, correlation matrices)``.
+    For each hidden group, every tensor carrying it (the outputs of the layers producing it, of its
+    normalisations and of its activation functions) is taken in A and in B and correlated unit by unit
+    over all samples (and spatial positions); the cost matrix sums these correlation matrices (the
+    pre-activations separate units that a ReLU leaves constant) and a linear assignment (maximise)
+    gives the permutation.  Returns ``(perms, correlation matrices)``.
     """
     if not spec.derived:
         raise ValueError("activation matching needs a spec derived from the model (permutation_spec(model)); "
@@ -621,16 +622,9 @@ def activation_matching(model_a: nn.Module, model_b: nn.Module, data: Any, spec:
             _run_traced(model_b, xb, _ChannelTracer(model_b, cb_b))
             if len(fa) != len(fb):
                 raise ValueError("model_a and model_b run different operations; they must share an architecture")
-            kinds_per_perm: Dict[str, set] = {}
-            for kind, g, module, _o in fa:
-                pname = spec.group_names.get(g)
-                if pname is not None:
-                    kinds_per_perm.setdefault(pname, set()).add(kind)
             for idx, ((kind, g, module, oa), (_k, _g, _m, ob)) in enumerate(zip(fa, fb)):
                 pname = spec.group_names.get(g)
                 if pname is None:
-                    continue
-                if "activation" in kinds_per_perm[pname] and kind != "activation":
                     continue
                 stats.setdefault((pname, idx), _Stats()).add(_units(oa), _units(ob))
             bar.update()

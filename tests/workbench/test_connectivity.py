@@ -1,0 +1,384 @@
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+from workbench import connectivity as lmc
+from workbench import data as wdata
+from workbench import models
+from workbench.connectivity import figures
+from workbench.results import Result
+
+
+def _randomise_bn(model, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=gen))
+            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.randn(n, generator=gen))
+            m.bias.data.copy_(torch.randn(n, generator=gen))
+    return model
+
+
+def _input(name, n=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 64, generator=gen) if name == "mlp" else torch.randn(n, 1, 8, 8, generator=gen)
+
+
+@pytest.fixture(scope="module")
+def digits_flat():
+    return wdata.digits()
+
+
+@pytest.fixture(scope="module")
+def trained_mlps():
+    return models.reference_model("mlp", seed=0), models.reference_model("mlp", seed=1)
+
+
+# ------------------------------------------------------------------------------------------
+# permutation specs and invariance
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
+def test_permuting_leaves_outputs_unchanged(name):
+    model = _randomise_bn(models.build(name, seed=3)).eval()
+    spec = lmc.permutation_spec(model)
+    perms = spec.random(seed=7)
+    assert all((p != np.arange(len(p))).any() for p in perms.values())
+    permuted = lmc.permute(model, perms, spec=spec).eval()
+    x = _input(name)
+    with torch.no_grad():
+        assert torch.allclose(model(x), permuted(x), atol=1e-5)
+    # the weights did move
+    moved = [k for k, v in model.state_dict().items() if not torch.equal(v, permuted.state_dict()[k])]
+    assert len(moved) > 3
+
+
+def test_resnet_spec_ties_residual_stream_and_permutes_bn_buffers():
+    model = models.build("resnet", seed=0)
+    spec = lmc.permutation_spec(model)
+    stream = spec.axes["conv1.weight"][0]
+    # the stem, the first block's second BN and the next block's input share the stream permutation
+    assert spec.axes["blocks.0.bn2.weight"] == (stream,)
+    assert spec.axes["blocks.0.conv2.weight"][0] == stream
+    assert spec.axes["blocks.1.conv1.weight"][1] == stream
+    assert spec.axes["blocks.1.shortcut.0.weight"][1] == stream
+    # the second stage's stream ties conv2/bn2 with the shortcut
+    s2 = spec.axes["blocks.1.bn2.weight"][0]
+    assert spec.axes["blocks.1.shortcut.1.running_mean"] == (s2,)
+    assert spec.axes["fc.weight"] == (None, s2)
+    for buf in ("running_mean", "running_var"):
+        assert spec.axes[f"bn1.{buf}"] == (stream,)
+    assert spec.sizes == {"P_conv1": 16, "P_blocks.0.conv1": 16, "P_blocks.1.conv1": 32, "P_blocks.1.conv2": 32}
+
+
+def test_cnn_spec_has_flatten_blocks_and_fixed_output():
+    model = models.build("cnn", seed=0)
+    spec = lmc.permutation_spec(model)
+    assert spec.blocks == {("fc1.weight", 1): 16}
+    assert spec.axes["fc2.weight"] == (None, "P_fc1")
+    assert "fc2.bias" not in spec.axes
+    assert spec.axes["conv1.weight"] == ("P_conv1", None, None, None)
+
+
+class _Attn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = self.proj(x)
+        return self.out(self.attn(h, h, h)[0])
+
+
+class _Grouped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.dw = nn.Conv2d(4, 4, 3, groups=4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.dw(self.conv(x)).mean((2, 3)))
+
+
+class _Cat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 3)
+        self.b = nn.Linear(4, 3)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.head(torch.cat([self.a(x), self.b(x)], 1))
+
+
+def test_unsupported_structures_name_the_module():
+    with pytest.raises(lmc.UnsupportedStructure, match="'attn'.*attention"):
+        lmc.permutation_spec(_Attn(), data=(torch.zeros(2, 3, 8), torch.zeros(2)))
+    with pytest.raises(lmc.UnsupportedStructure, match="'dw'.*grouped"):
+        lmc.permutation_spec(_Grouped(), data=(torch.zeros(2, 1, 8, 8), torch.zeros(2)))
+    with pytest.raises(lmc.UnsupportedStructure, match="'cat'.*'<model>'|'cat'"):
+        lmc.permutation_spec(_Cat(), data=(torch.zeros(2, 4), torch.zeros(2)))
+
+
+def test_hand_written_spec_matches_derived_and_aligns():
+    model = models.build("mlp", seed=0, hidden=(16, 12))
+    axes = {"layers.0.weight": ("P0", None), "layers.0.bias": ("P0",),
+            "layers.1.weight": ("P1", "P0"), "layers.1.bias": ("P1",), "head.weight": (None, "P1")}
+    spec = lmc.PermutationSpec.from_axes(axes, model=model)
+    assert spec.sizes == {"P0": 16, "P1": 12}
+    derived = lmc.permutation_spec(model)
+    rename = {"P_layers.0": "P0", "P_layers.1": "P1"}
+    assert {k: tuple(rename.get(p, p) for p in v) for k, v in derived.axes.items()} == axes
+    perms = spec.random(seed=1)
+    other = lmc.permute(model, perms, spec=spec)
+    res = lmc.align(model, other, spec=spec, device="cpu")
+    for p in perms:
+        np.testing.assert_array_equal(np.asarray(perms[p])[res.perms[p]], np.arange(spec.sizes[p]))
+    with pytest.raises(ValueError, match="axes for 'head.weight'"):
+        lmc.PermutationSpec.from_axes({"head.weight": ("P",)}, model=model)
+    with pytest.raises(ValueError, match="not a permutation"):
+        lmc.permute(model, {"P0": np.zeros(16, dtype=int)}, spec=spec)
+
+
+# ------------------------------------------------------------------------------------------
+# matching recovers permutations
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
+def test_weight_matching_recovers_random_permutation(name):
+    model = _randomise_bn(models.build(name, seed=5)).eval()
+    spec = lmc.permutation_spec(model)
+    perms = spec.random(seed=11)
+    other = lmc.permute(model, perms, spec=spec)
+    aligned, found = lmc.align(model, other, method="weight", device="cpu", seed=0)
+    for p in perms:
+        # other[j] = model[perms[j]]; aligned[i] = other[found[i]] = model[i]
+        np.testing.assert_array_equal(np.asarray(perms[p])[found[p]], np.arange(spec.sizes[p]))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, aligned.state_dict()[k]), k
+    x = _input(name, n=64)
+    data = (x, torch.randint(0, 10, (64,)))
+    res = lmc.barrier(model, aligned, data, points=5, bn="interpolate", refine=0)
+    for v in lmc.VARIANTS:
+        assert abs(res.barriers_[v]) < 1e-6
+    assert np.ptp(res.curve["loss"]) < 1e-6
+
+
+def test_activation_matching_recovers_permutation(digits_flat, trained_mlps):
+    train, _ = digits_flat
+    a, _ = trained_mlps
+    spec = lmc.permutation_spec(a)
+    perms = spec.random(seed=3)
+    other = lmc.permute(a, perms, spec=spec)
+    res = lmc.align(a, other, method="activation", data=train.subset(400), device="cpu")
+    for p in perms:
+        np.testing.assert_array_equal(np.asarray(perms[p])[res.perms[p]], np.arange(spec.sizes[p]))
+    with pytest.raises(ValueError, match="needs data="):
+        lmc.align(a, other, method="activation")
+    with pytest.raises(ValueError, match="method='nope'"):
+        lmc.align(a, other, method="nope")
+
+
+def test_mismatched_architectures_are_clear_errors():
+    a = models.build("mlp", seed=0, hidden=(16,))
+    b = models.build("mlp", seed=0, hidden=(8,))
+    with pytest.raises(ValueError, match="different architectures.*layers.0.weight"):
+        lmc.align(a, b)
+    with pytest.raises(ValueError, match="different architectures"):
+        lmc.barrier(a, b, (torch.zeros(4, 64), torch.zeros(4, dtype=torch.long)), bn="interpolate")
+
+
+# ------------------------------------------------------------------------------------------
+# barrier variants on synthetic curves
+# ------------------------------------------------------------------------------------------
+def test_barrier_variants_closed_form():
+    a = np.linspace(0, 1, 9)  # contains 0.5 and 0.625
+    f = 1 + a + 4 * a * (1 - a)  # ends 1 and 2; chord gap 4a(1-a), peak of f at a = 5/8
+    v = lmc.barrier_variants(a, f)
+    assert v["max_minus_mean"] == pytest.approx(2.5625 - 1.5)
+    assert v["max_minus_chord"] == pytest.approx(1.0)
+    assert v["midpoint"] == pytest.approx(1.0)
+    assert v["signed_mc"] == pytest.approx(-1.0625)
+    where = lmc.barrier_argmax(a, f)
+    assert where["max_minus_mean"] == 0.625 and where["max_minus_chord"] == 0.5
+
+
+def test_barrier_variants_dip_and_off_centre_peak():
+    a = np.linspace(0, 1, 21)
+    dip = 1 - 2 * a * (1 - a)  # better in the middle
+    v = lmc.barrier_variants(a, dip)
+    assert v["signed_mc"] == pytest.approx(0.5) and v["max_minus_mean"] == pytest.approx(0.0)
+    assert v["midpoint"] == pytest.approx(-0.5)
+    peak = np.exp(-((a - 0.15) / 0.05) ** 2)  # off-centre bump: the midpoint misses it
+    v = lmc.barrier_variants(a, peak)
+    assert v["max_minus_chord"] == pytest.approx(peak.max() - ((1 - 0.15) * peak[0] + 0.15 * peak[-1]), rel=1e-9)
+    assert v["midpoint"] < 0.01 < 0.9 < v["max_minus_mean"]
+    # unsorted input gives the same answer
+    order = np.random.default_rng(0).permutation(len(a))
+    assert lmc.barrier_variants(a[order], peak[order]) == v
+
+
+def test_barrier_variants_errors():
+    with pytest.raises(ValueError, match="both ends"):
+        lmc.barrier_variants([0.0, 0.5], [1.0, 2.0])
+    with pytest.raises(FloatingPointError, match="alpha=\\[0.5\\]"):
+        lmc.barrier_variants([0.0, 0.5, 1.0], [1.0, np.nan, 2.0])
+
+
+def test_summarize_mean_and_t_interval():
+    def fake(x):
+        t = pd.DataFrame([{"split": "test", "metric": "loss", "variant": "max_minus_mean", "value": x, "alpha": .5}])
+        return lmc.BarrierResult(settings={}, curve=pd.DataFrame(), table=t)
+
+    s = lmc.summarize([fake(1.0), fake(2.0), fake(3.0)])
+    row = s.iloc[0]
+    assert row["n"] == 3 and row["mean"] == pytest.approx(2.0) and row["std"] == pytest.approx(1.0)
+    half = 4.302652729911275 / np.sqrt(3)  # t_{0.975, 2}
+    assert row["low"] == pytest.approx(2 - half) and row["high"] == pytest.approx(2 + half)
+    fig = figures.summary_figure(s)
+    assert list(fig.data[0].y) == [2.0]
+
+
+# ------------------------------------------------------------------------------------------
+# the curve on real models
+# ------------------------------------------------------------------------------------------
+def test_barrier_result_contract_and_round_trip(digits_flat, trained_mlps, tmp_path):
+    train, test = digits_flat
+    a, b = trained_mlps
+    res = lmc.barrier(a, b, test, train_data=train, points=25)
+    frame = res.to_frame()
+    assert list(frame.columns) == ["alpha", "loss", "error", "accuracy", "split"]
+    assert set(frame["split"]) == {"test", "train"}
+    t = frame[frame["split"] == "test"]
+    assert len(t) > 25 and t["alpha"].min() == 0 and t["alpha"].max() == 1 and 0.5 in set(t["alpha"])
+    # endpoints equal the models' own evaluation
+    assert t[t["alpha"] == 0]["loss"].item() == pytest.approx(models.evaluate(a, test)["loss"], rel=1e-6)
+    assert t[t["alpha"] == 1]["accuracy"].item() == pytest.approx(models.evaluate(b, test)["accuracy"])
+    # the variants agree with barrier_variants on the stored curve
+    assert res.barriers_ == pytest.approx(lmc.barrier_variants(t["alpha"], t["loss"]))
+    assert res.loss_barrier_ == res.barriers_["max_minus_mean"]
+    assert res.error_barrier_ == pytest.approx(lmc.barrier_variants(t["alpha"], t["error"])["max_minus_mean"])
+    assert res.settings["bn"] == "reset" and res.settings["variant"] == "max_minus_mean"
+    back = Result.load(res.save(tmp_path / "b"))
+    assert isinstance(back, lmc.BarrierResult) and back.barriers_ == res.barriers_
+    fig = figures.curves_figure(res)
+    assert len(fig.data) == 4
+
+
+def test_phenomenon_barrier_falls_after_matching(digits_flat, trained_mlps):
+    train, test = digits_flat
+    a, b = trained_mlps
+    before = lmc.barrier(a, b, test, points=25, bn="interpolate", evaluate_train=False).loss_barrier_
+    aligned, _ = lmc.align(a, b, method="weight")
+    after = lmc.barrier(a, aligned, test, points=25, bn="interpolate").loss_barrier_
+    assert before > 0.1 and after < before / 5
+    d = lmc.compare(a, b, aligned={"weight": aligned})
+    total = d[d["layer"] == "<all parameters>"].set_index("model")["l2"]
+    assert total["weight"] < total["original"] and total["weight"] > 0.5 * total["original"]
+
+
+def test_bn_reset_changes_midpoint_only_with_batchnorm():
+    x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    data = (x, torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(1)))
+    for name, has_bn in (("resnet", True), ("cnn", False)):
+        a = _randomise_bn(models.build(name, seed=0), 0)
+        b = _randomise_bn(models.build(name, seed=1), 1)
+        outs = {}
+        for bn in ("interpolate", "reset"):
+            path = lmc.PathEvaluator(a, b, bn=bn, train_data=data, device="cpu")
+            with torch.no_grad():
+                outs[bn] = path.model_at(0.5)(x)
+        assert lmc.has_batchnorm(a) == has_bn
+        diff = float((outs["interpolate"] - outs["reset"]).abs().max())
+        if has_bn:
+            assert diff > 1e-2
+        else:
+            assert diff == 0.0
+
+
+def test_reset_bn_equals_exact_statistics():
+    model = models.build("resnet", seed=0)
+    x = torch.randn(50, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    lmc.reset_bn(model, (x, torch.zeros(50, dtype=torch.long)), batch_size=16, device="cpu")
+    with torch.no_grad():
+        h = model.conv1(x)
+    assert torch.allclose(model.bn1.running_mean, h.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(model.bn1.running_var, h.var((0, 2, 3), unbiased=True), atol=1e-4)
+
+
+def test_repair_is_identity_when_endpoints_agree_and_rescales(digits_flat, trained_mlps):
+    train, test = digits_flat
+    a, b = trained_mlps
+    sub = train.subset(300)
+    same = lmc.PathEvaluator(a, copy.deepcopy(a), bn="repair", train_data=sub, device="cpu")
+    with torch.no_grad():
+        out = same.model_at(0.5)(test.X)
+        assert torch.allclose(out, a(test.X), atol=1e-4)
+    path = lmc.PathEvaluator(a, b, bn="repair", train_data=sub, device="cpu")
+    model = path.model_at(0.5)
+    from workbench.connectivity.barrier import _site_stats
+    stats = _site_stats(model, path.sites, sub, batch_size=512, device=torch.device("cpu"))
+    for site in path.sites[:1]:  # the first site is exact (later ones move with their inputs)
+        target = 0.5 * path.stats_a[site][1] + 0.5 * path.stats_b[site][1]
+        assert torch.allclose(stats[site][1], target, rtol=1e-4, atol=1e-6)
+
+
+def test_layerwise_and_merge(digits_flat, trained_mlps):
+    train, test = digits_flat
+    a, b = trained_mlps
+    lw = lmc.layerwise(a, copy.deepcopy(a), test, points=5, bn="interpolate")
+    assert np.allclose(lw.table["value"], 0.0, atol=1e-6)
+    assert set(lw.table["group"]) == {"layers.0", "layers.1", "head"}
+    lw = lmc.layerwise(a, b, test, groups={"head": ["head.weight", "head.bias"]}, points=5, bn="interpolate")
+    c = lw.curve[(lw.curve["base"] == "a") & (lw.curve["alpha"] == 0)]
+    assert c["loss"].item() == pytest.approx(models.evaluate(a, test)["loss"], rel=1e-6)
+    c = lw.curve[(lw.curve["base"] == "b") & (lw.curve["alpha"] == 1)]
+    assert c["loss"].item() == pytest.approx(models.evaluate(b, test)["loss"], rel=1e-6)
+    with pytest.raises(ValueError, match="groups\\['x'\\]"):
+        lmc.layerwise(a, b, test, groups={"x": ["nope"]})
+    merged = lmc.merge(a, b, alpha=0.5, bn="interpolate")
+    assert torch.allclose(merged.head.weight, 0.5 * (a.head.weight + b.head.weight))
+    with pytest.raises(ValueError, match="needs train_data="):
+        lmc.merge(a, b, bn="repair")
+
+
+def test_singular_alignment():
+    w = torch.randn(20, 10, generator=torch.Generator().manual_seed(0))
+    assert lmc.singular_alignment(w, w) == pytest.approx(1.0)
+    assert lmc.singular_alignment(w, -w) == pytest.approx(1.0)
+    perm = torch.randperm(20, generator=torch.Generator().manual_seed(1))
+    assert lmc.singular_alignment(w, w[perm]) < 0.9
+
+
+def test_analyze_end_to_end(digits_flat, trained_mlps, tmp_path):
+    train, test = digits_flat
+    a, b = trained_mlps
+    res = lmc.analyze(a, b, test, train_data=train.subset(400), points=9, refine=2, layer_points=3)
+    s = res.summary()
+    assert s.loc[("weight", "test"), "max_minus_mean"] < s.loc[("original", "test"), "max_minus_mean"] / 3
+    assert set(res.merged["model"]) == {"original", "weight", "activation"}
+    m = res.merged.set_index("model")["accuracy"]
+    assert m["weight"] > m["original"]
+    assert set(res.perms) == {"weight", "activation"}
+    back = Result.load(res.save(tmp_path / "c"))
+    pd.testing.assert_frame_equal(back.table, res.table)
+    for fig in (figures.curves_figure(res), figures.barrier_table_figure(res), figures.layerwise_figure(res),
+                figures.diagnostics_figure(res)):
+        assert len(fig.data) > 0
+
+
+@pytest.mark.gpu
+def test_weight_matching_gpu_matches_cpu():
+    model = models.build("mlp", seed=0, hidden=(256, 256))
+    other = models.build("mlp", seed=1, hidden=(256, 256))
+    cpu = lmc.align(model, other, device="cpu")
+    gpu = lmc.align(model, other, device="cuda")
+    for p in cpu.perms:
+        assert (cpu.perms[p] == gpu.perms[p]).mean() > 0.95
