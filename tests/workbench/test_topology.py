@@ -1,0 +1,284 @@
+"""Topological concentration: exact values by hand, networkx clustering, input cleaning, metrics."""
+import warnings
+from fractions import Fraction
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sps
+import torch
+
+from workbench import topology as tp
+from workbench.topology import figures
+
+# A triangle 0-1-2 with a pendant 3 on node 2; validation edge 1-3, test edge 0-3.  beta = 4 / 8 = 1/2.
+HAND_TRAIN = [(0, 1), (0, 2), (1, 2), (2, 3)]
+HAND_VAL = [(1, 3)]
+HAND_TEST = [(0, 3)]
+
+
+def _hand(k):
+    return tp.concentration(HAND_TRAIN, val=HAND_VAL, test=HAND_TEST, k=k, device="cpu")
+
+
+def test_hand_example_k1_exact():
+    r = _hand(1)
+    # Train: clustering; Test/Val: common neighbours / d_i (no -1)
+    F = lambda *v: [float(Fraction(x)) for x in v]  # noqa: E731
+    np.testing.assert_allclose(r.train, F(1, 1, Fraction(1, 3), 0), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(r.test, F(Fraction(1, 2), 0, 0, 1), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(r.val, F(0, Fraction(1, 2), 0, 1), rtol=0, atol=1e-15)
+    assert r.beta == 0.5
+
+
+def test_hand_example_k2_exact():
+    r = _hand(2)
+    # den_0 = (1 + 1/2)(2 + 5/2) = 27/4.  Test pair (0, 3): 1 + 1/2 + 1/2 + 4/4 = 3       -> 3 / (27/4) = 4/9
+    assert r.test[0] == pytest.approx(4 / 9, abs=1e-14)
+    # den_3 = (3/2)(1 + 3/2) = 15/4.  pair (3, 0): 1 + 1/2 + 1/2 + 3/4 = 11/4             -> 11/15
+    assert r.test[3] == pytest.approx(11 / 15, abs=1e-14)
+    # Train at 0: pairs (0,1) = 19/4, (0,2) = 5, mean 39/8, den 27/4 - 1 = 23/4             -> 39/46
+    assert r.train[0] == pytest.approx(39 / 46, abs=1e-14)
+    assert r.train[3] == 0.0  # d_3 = 1: undefined -> 0
+
+
+def test_asymmetric():
+    r = _hand(2)
+    # 0 and 3 are test neighbours of each other, yet their Test-TC differ
+    assert r.test[0] != pytest.approx(r.test[3])
+    assert r.test[0] == pytest.approx(4 / 9) and r.test[3] == pytest.approx(11 / 15)
+
+
+@pytest.mark.parametrize("name,kw", [("karate", {}), ("les_miserables", {}), ("florentine_families", {}),
+                                     ("davis_southern_women", {}), ("powerlaw_cluster", {"n": 300}),
+                                     ("random_geometric", {"n": 300})])
+def test_train_tc_k1_is_clustering(name, kw):
+    g = tp.builtin(name, **kw)
+    r = tp.concentration(g, k=1, device="cpu")
+    want = nx.clustering(g.to_networkx())
+    np.testing.assert_allclose(r.train, [want[i] for i in range(g.num_nodes)], atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_sparse_matches_walk_expansion(k):
+    split = tp.split_edges(tp.builtin("les_miserables"), seed=3)
+    fast = tp.concentration(split, k=k, device="cpu").to_frame()[["train", "val", "test"]]
+    slow = tp.walk_concentration(split, k=k)
+    np.testing.assert_allclose(fast.to_numpy(), slow.to_numpy(), rtol=1e-12, atol=1e-14)
+    assert (fast.to_numpy() > 0).any(axis=0).all()
+
+
+def test_blocking_does_not_change_values():
+    split = tp.split_edges(tp.builtin("random_geometric", n=400, seed=1), seed=0)
+    one = tp.concentration(split, k=3, device="cpu")
+    many = tp.concentration(split, k=3, device="cpu", max_block_nnz=500)
+    assert many.settings["blocks"] > 10 and one.settings["blocks"] == 1
+    for s in ("train", "val", "test"):
+        np.testing.assert_allclose(getattr(one, s), getattr(many, s), rtol=1e-12)
+
+
+def test_zero_where_undefined():
+    # star 0-{1,2,3} plus isolated node 4; test edge 3-4 (4 has no training edge)
+    r = tp.concentration([(0, 1), (0, 2), (0, 3)], test=[(3, 4), (1, 2)], k=2, device="cpu")
+    assert r.train[1] == 0 and r.train[4] == 0  # degree <= 1
+    assert r.test[4] == 0 and r.test[0] == 0  # no training edge / no test neighbour
+    assert r.val.tolist() == [0.0] * 5  # no validation edges at all
+    assert r.test[1] > 0
+    assert np.all(np.isfinite(r.train)) and np.all(np.isfinite(r.test))
+
+
+def test_self_loops_and_duplicates_are_cleaned_with_message_or_rejected():
+    clean = tp.concentration(HAND_TRAIN, test=HAND_TEST, k=2, device="cpu")
+    dirty = HAND_TRAIN + [(1, 0), (2, 2), (0, 2)]
+    with pytest.warns(tp.GraphInputWarning, match=r"1 self-loop\(s\) and 2 repeated edge\(s\)"):
+        got = tp.concentration(dirty, test=HAND_TEST, k=2, device="cpu")
+    np.testing.assert_array_equal(got.train, clean.train)
+    np.testing.assert_array_equal(got.degree_train, [2, 2, 3, 1])
+    with pytest.raises(ValueError, match="self-loop.*clean=True"):
+        tp.concentration(dirty, k=1, clean=False)
+    # a sparse matrix with a 2 (double edge) and a diagonal entry
+    a = sps.csr_matrix(np.array([[1, 2, 0], [2, 0, 1], [0, 1, 0]]))
+    with pytest.warns(tp.GraphInputWarning):
+        g = tp.as_graph(a)
+    assert g.edges.tolist() == [[0, 1], [1, 2]]
+    # both directions listed exactly once (PyTorch Geometric layout) is one edge per pair, silently
+    both = np.array([[0, 1, 1, 2], [1, 0, 2, 1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tp.edge_array(both).tolist() == [[0, 1], [1, 2]]
+
+
+def test_input_forms_agree(tmp_path):
+    g = tp.builtin("karate")
+    e = g.edges
+    path = tmp_path / "karate.txt"
+    path.write_text("# karate club\n" + "\n".join(f"{u} {v}" for u, v in e))
+    csv = tmp_path / "karate.csv"
+    csv.write_text("\n".join(f"{u},{v}" for u, v in e))
+    adj = sps.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(34, 34))
+    forms = [nx.karate_club_graph(), e, e.T, torch.from_numpy(e.T.copy()), adj + adj.T, str(path), csv, g]
+    ref = tp.concentration(e, k=2, device="cpu").train
+    for f in forms:
+        np.testing.assert_allclose(tp.concentration(f, k=2, device="cpu").train, ref, rtol=1e-13)
+
+
+def test_bad_inputs_name_the_argument():
+    with pytest.raises(ValueError, match="k=0"):
+        tp.concentration(HAND_TRAIN, k=0)
+    with pytest.raises(ValueError, match="train has no edges"):
+        tp.concentration(np.zeros((0, 2), int), test=HAND_TEST)
+    with pytest.raises(ValueError, match=r"shape \(2, E\) or \(E, 2\)"):
+        tp.concentration(np.zeros((3, 4), int))
+    with pytest.raises(ValueError, match="num_nodes=3"):
+        tp.concentration(HAND_TRAIN, num_nodes=3)
+    with pytest.raises(ValueError, match="no training edges"):
+        tp.split_edges(HAND_TRAIN, val=0.5, test=0.5)
+    with pytest.raises(ValueError, match="unknown built-in graph"):
+        tp.builtin("cora")
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    g = tp.builtin("powerlaw_cluster", n=500, seed=2)
+    a, b, c = (tp.split_edges(g, seed=s) for s in (7, 7, 8))
+    for s in ("train", "val", "test"):
+        np.testing.assert_array_equal(getattr(a, s), getattr(b, s))
+    assert not np.array_equal(a.test, c.test)
+    keys = lambda x: set(map(tuple, x.tolist()))  # noqa: E731
+    tr, va, te = keys(a.train), keys(a.val), keys(a.test)
+    assert not (tr & va or tr & te or va & te)
+    assert tr | va | te == keys(g.edges)
+    assert len(te) == round(0.2 * g.num_edges) and len(va) == round(0.1 * g.num_edges)
+
+
+def test_builtin_generated_graphs():
+    sbm = tp.builtin("sbm", n=4000, degree=10, seed=0)
+    assert sbm.num_nodes == 4000 and abs(2 * sbm.num_edges / 4000 - 10) < 0.5
+    block = sbm.edges // 1000
+    assert np.mean(block[:, 0] == block[:, 1]) == pytest.approx(0.8, abs=0.03)
+    np.testing.assert_array_equal(sbm.edges, tp.builtin("sbm", n=4000, degree=10, seed=0).edges)
+    rgg = tp.builtin("random_geometric", n=3000, degree=8, seed=0)
+    assert abs(2 * rgg.num_edges / 3000 - 8) < 1.0
+    assert tp.builtin("karate").num_edges == 78
+
+
+def test_density_matches_networkx_ego_graphs():
+    g = tp.builtin("les_miserables")
+    G = g.to_networkx()
+    for k in (1, 2):
+        d = tp.subgraph_density(g, k=k, device="cpu")
+        want = [nx.density(nx.ego_graph(G, i, radius=k)) for i in range(g.num_nodes)]
+        np.testing.assert_allclose(d, want, atol=1e-12)
+
+
+def test_atc_definition_and_seed():
+    split = tp.split_edges(tp.builtin("karate"), seed=0)
+    n = split.num_nodes
+    r = tp.approximate_concentration(split, k=2, similarity="dot", seed=5, device="cpu")
+    # dense re-derivation from the definition
+    a = np.zeros((n, n))
+    a[split.train[:, 0], split.train[:, 1]] = a[split.train[:, 1], split.train[:, 0]] = 1
+    p = (a + np.eye(n)) / (a + np.eye(n)).sum(1, keepdims=True)
+    rnd = np.random.default_rng(5).normal(0, 1 / 64, size=(n, 64))
+    emb = (p @ rnd + p @ p @ rnd) / 2
+    t = split.test
+    want = np.zeros(n)
+    for i in range(n):
+        nb = [v for u, v in t if u == i] + [u for u, v in t if v == i]
+        if nb:
+            want[i] = np.mean([emb[i] @ emb[j] for j in nb])
+    np.testing.assert_allclose(r.test, want, rtol=1e-10, atol=1e-16)
+    cos = tp.approximate_concentration(split, k=2, seed=5, device="cpu")
+    again = tp.approximate_concentration(split, k=2, seed=5, device="cpu")
+    np.testing.assert_array_equal(cos.test, again.test)
+    assert np.all(np.abs(cos.train) <= 1 + 1e-12)
+    assert not np.array_equal(cos.test, tp.approximate_concentration(split, k=2, seed=6, device="cpu").test)
+
+
+def test_rank_metrics_by_hand():
+    m = tp.rank_metrics([3, 1, 12], ks=(1, 5, 10))
+    assert m["hits@1"] == 1 and m["recall@1"] == pytest.approx(1 / 3) and m["mrr"] == 1.0
+    assert m["recall@5"] == pytest.approx(2 / 3) and m["recall@10"] == pytest.approx(2 / 3)
+    # NDCG@5: (1/log2(2) + 1/log2(4)) / (1 + 1/log2(3) + 1/log2(4))
+    assert m["ndcg@5"] == pytest.approx(1.5 / (1.5 + 1 / np.log2(3)))
+    m = tp.rank_metrics([7], ks=(5,))
+    assert m["hits@5"] == 0 and m["ndcg@5"] == 0 and m["mrr"] == pytest.approx(1 / 7)
+
+
+def test_node_metrics_common_neighbours_match_brute_force():
+    split = tp.split_edges(tp.builtin("les_miserables"), seed=1)
+    n = split.num_nodes
+    pred = tp.fit_link_predictor(split, model="cn")
+    got = tp.node_metrics(pred, split, ks=(1, 5, 10), seed=4, device="cpu")
+    a = np.zeros((n, n))
+    for u, v in split.train:
+        a[u, v] = a[v, u] = 1
+    scores = a @ a
+    order = np.random.default_rng(4).permutation(n)
+    for i in got.index:
+        known = {i} | {v for u, v in np.vstack([split.train, split.val]) if u == i} | \
+                {u for u, v in np.vstack([split.train, split.val]) if v == i}
+        cand = [c for c in range(n) if c not in known]
+        ranked = sorted(cand, key=lambda c: (-scores[i, c], order[c]))
+        tests = {v for u, v in split.test if u == i} | {u for u, v in split.test if v == i}
+        ranks = [ranked.index(t) + 1 for t in tests]
+        want = tp.rank_metrics(ranks, ks=(1, 5, 10))
+        for key, val in want.items():
+            assert got.loc[i, key] == pytest.approx(val), (i, key)
+    assert got["n_test"].sum() == 2 * len(split.test)
+
+
+def test_gcn_learns_and_tc_tracks_performance():
+    torch.set_num_threads(2)
+    rep = tp.analyze(tp.builtin("random_geometric", n=800, degree=10, seed=0), k=2, epochs=40, seed=0,
+                     device="cpu")
+    hist = rep.history
+    assert hist[-1] < 0.8 * hist[0]
+    ev = rep.nodes[rep.nodes["n_test"].notna()]
+    assert ev["hits@10"].mean() > 0.3  # random ranking would give about 10 / 800 per test neighbour
+    c = rep.correlations.set_index(["predictor", "target"])
+    # headline claims, in kind: Test-TC correlates with per-node performance better than degree does,
+    # and Train-TC sits above Test-TC (topological distribution shift)
+    assert c.loc[("tc_test", "hits@10"), "spearman"] > c.loc[("degree_train", "hits@10"), "spearman"]
+    assert rep.shift["mean_train"] > rep.shift["mean_test"]
+    assert rep.shift["fraction_train_above_test"] > 0.5
+    # reweighting is an option that changes the trained model, seeded
+    pred = tp.fit_link_predictor(tp.split_edges(tp.builtin("karate"), seed=0), epochs=5, reweight="tc", k=2,
+                                 device="cpu")
+    assert pred.settings["reweight"] == "tc" and pred.settings["k"] == 2
+
+
+def test_results_round_trip_and_figures(tmp_path):
+    rep = tp.analyze(tp.builtin("karate"), k=2, model="cn", seed=0, device="cpu")
+    back = tp.TopologyReport.load(rep.save(tmp_path / "rep"))
+    pd.testing.assert_frame_equal(back.nodes, rep.nodes, check_index_type=False, check_names=False)
+    assert back.shift == rep.shift and back.settings["k"] == 2
+    tc = tp.concentration(tp.split_edges(tp.builtin("karate"), seed=0), k=2, device="cpu")
+    back_tc = tp.TCResult.load(tc.save(tmp_path / "tc"))
+    np.testing.assert_array_equal(back_tc.test, tc.test)
+    assert list(tc.to_frame().columns[:3]) == ["train", "val", "test"] and len(tc.to_frame()) == 34
+    fig = figures.scatter(rep, metric="tc_test", target="hits@10")
+    ev = rep.nodes[rep.nodes["n_test"].notna()]
+    np.testing.assert_allclose(np.asarray(fig.data[0].x, float), ev["tc_test"].to_numpy())
+    draw = figures.overview(rep, split="train")
+    np.testing.assert_allclose(np.asarray(draw.data[1].marker.color, float), rep.nodes["tc_train"].to_numpy())
+    assert len(figures.distributions(tc).data) == 3
+    assert len(figures.correlation_bars(rep, target="mrr").data[0].x) == len(tp.PREDICTORS)
+    assert len(figures.shift(tc).data[0].x) == int((tc.defined("train") & tc.defined("test")).sum())
+    assert list(figures.tc_by_hops([tc]).data[0].x) == [2]
+    with pytest.raises(ValueError, match="max_nodes"):
+        figures.graph_drawing(np.zeros((0, 2), int), np.zeros(1000))
+
+
+@pytest.mark.gpu
+def test_gpu_matches_cpu():
+    split = tp.split_edges(tp.builtin("random_geometric", n=2000, seed=0), seed=0)
+    cpu = tp.concentration(split, k=3, device="cpu")
+    gpu = tp.concentration(split, k=3, device="cuda")
+    for s in ("train", "val", "test"):
+        np.testing.assert_allclose(getattr(gpu, s), getattr(cpu, s), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(tp.subgraph_density(split.train, k=2, device="cuda"),
+                               tp.subgraph_density(split.train, k=2, device="cpu"), rtol=1e-12)
+    a = tp.approximate_concentration(split, k=2, device="cpu")
+    b = tp.approximate_concentration(split, k=2, device="cuda")
+    np.testing.assert_allclose(a.test, b.test, rtol=1e-6, atol=1e-9)
