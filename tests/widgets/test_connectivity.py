@@ -1,0 +1,49 @@
+import pytest
+
+from widgets.connectivity import ConnectivityPanel
+from workbench import data as wdata
+from workbench import models
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return models.reference_model("mlp", seed=0), models.reference_model("mlp", seed=1)
+
+
+def test_panel_with_given_models_draws_curves_table_and_layers(pair):
+    train, test = wdata.digits()
+    a, b = pair
+    p = ConnectivityPanel(model_a=a, model_b=b, data=test, train_data=train.subset(300), points=9,
+                          activation=False)
+    assert p.widgets["source"].value == "given"
+    p.run_button.click()
+    p.wait(120)
+    assert p.error is None, p.error_area.value
+    res = p.result
+    s = res.summary()
+    assert s.loc[("weight", "test"), "max_minus_mean"] < s.loc[("original", "test"), "max_minus_mean"] / 3
+    names = {t.name for t in p.figures["curves"].data}
+    assert names == {"original (test)", "original (train)", "weight (test)", "weight (train)"}
+    # the drawn test curve is the result's curve
+    tr = next(t for t in p.figures["curves"].data if t.name == "original (test)")
+    c = res.curve[(res.curve["model"] == "original") & (res.curve["split"] == "test")].sort_values("alpha")
+    assert list(tr.y) == pytest.approx(list(c["loss"]))
+    assert "max_minus_chord" in p.table.value and "signed_mc" in p.table.value
+    assert "weight" in p.merged_table.value
+    assert len(p.figures["layers"].data) == 4 and len(p.figures["diagnostics"].data) == 4
+
+
+def test_panel_trains_two_seeds():
+    p = ConnectivityPanel(epochs=1, points=5, weight=False, activation=False, layerwise=False, background=False)
+    p.run()
+    assert p.error is None, p.error_area.value
+    assert set(p.result.curve["model"]) == {"original"}
+    assert p.result.table["value"].notna().all()
+
+
+def test_panel_errors_are_shown(pair):
+    p = ConnectivityPanel(source="given", background=False)
+    p.run()
+    assert "no models were passed" in p.error_area.value
+    with pytest.raises(ValueError, match="pass both model_a= and model_b="):
+        ConnectivityPanel(model_a=pair[0])

@@ -1,0 +1,96 @@
+"""Mode-connectivity panel: two models, curves before and after alignment, barrier table, per-layer chart."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import ipywidgets as ipw
+import torch.nn as nn
+
+from widgets.base import Panel, copy_figure
+from workbench import connectivity as lmc
+from workbench import data as wdata
+from workbench import models
+from workbench.connectivity import figures
+
+
+class ConnectivityPanel(Panel):
+    """Linear mode connectivity between two networks.
+
+    The two models are trained in the panel from two seeds on digits (``source="train"``), taken from
+    the cached reference models (``source="reference"``), or passed in (``model_a=``, ``model_b=``,
+    with ``data=`` and ``train_data=``; ``source="given"``).
+    """
+
+    title = "Linear mode connectivity"
+    figure_names = ("curves", "layers", "diagnostics")
+
+    def __init__(self, *, model_a: Optional[nn.Module] = None, model_b: Optional[nn.Module] = None,
+                 data: Any = None, train_data: Any = None, background: bool = True, **control_values: Any):
+        self.given = (model_a, model_b)
+        self.given_data = (data, train_data)
+        self.table = ipw.HTML(value="")
+        self.merged_table = ipw.HTML(value="")
+        if model_a is not None and model_b is not None:
+            control_values.setdefault("source", "given")
+        elif (model_a is None) != (model_b is None):
+            raise ValueError("pass both model_a= and model_b= (or neither, to train or load them in the panel)")
+        super().__init__(background=background, **control_values)
+
+    def controls(self) -> Dict[str, ipw.Widget]:
+        style = {"description_width": "initial"}
+        return {
+            "source": ipw.Dropdown(options=["train", "reference", "given"], value="train", description="models",
+                                   style=style),
+            "arch": ipw.Dropdown(options=["mlp", "cnn", "resnet"], value="mlp", description="architecture",
+                                 style=style),
+            "seed_a": ipw.IntText(value=0, description="seed A", layout=ipw.Layout(width="130px")),
+            "seed_b": ipw.IntText(value=1, description="seed B", layout=ipw.Layout(width="130px")),
+            "epochs": ipw.FloatText(value=10, description="epochs", layout=ipw.Layout(width="140px")),
+            "points": ipw.IntSlider(value=25, min=5, max=61, description="points", style=style),
+            "bn": ipw.Dropdown(options=list(lmc.BN_MODES), value="reset", description="BatchNorm", style=style),
+            "weight": ipw.Checkbox(value=True, description="weight matching", indent=False),
+            "activation": ipw.Checkbox(value=True, description="activation matching", indent=False),
+            "layerwise": ipw.Checkbox(value=True, description="layer-wise LMC", indent=False),
+            "device": ipw.Dropdown(options=["auto", "cpu", "cuda"], value="auto", description="device"),
+        }
+
+    def layout_body(self) -> list:
+        return [self.figures["curves"], ipw.HTML("<b>Barriers (loss)</b>"), self.table,
+                ipw.HTML("<b>Merged midpoint models</b>"), self.merged_table, self.figures["layers"],
+                self.figures["diagnostics"]]
+
+    def _models(self, progress, source, arch, seed_a, seed_b, epochs):
+        if source == "given":
+            a, b = self.given
+            if a is None:
+                raise ValueError("source='given' but no models were passed; create the panel with model_a=, model_b=")
+            test, train = self.given_data
+            if test is None:
+                raise ValueError("source='given' needs data= (and train_data=) when the panel is created")
+            return a, b, test, train
+        train, test = wdata.digits(image=arch != "mlp")
+        if source == "reference":
+            return (models.reference_model(arch, seed=int(seed_a)), models.reference_model(arch, seed=int(seed_b)),
+                    test, train)
+        out = []
+        for i, seed in enumerate((seed_a, seed_b)):
+            m = models.build(arch, seed=int(seed))
+            models.train(m, train, epochs=float(epochs), seed=int(seed), device="cpu",
+                         progress=lambda d, t, s, i=i: progress(d, t, f"train model {'AB'[i]}"))
+            out.append(m)
+        return out[0], out[1], test, train
+
+    def compute(self, progress, source, arch, seed_a, seed_b, epochs, points, bn, weight, activation, layerwise,
+                device):
+        a, b, test, train = self._models(progress, source, arch, seed_a, seed_b, epochs)
+        methods = [m for m, on in (("weight", weight), ("activation", activation)) if on]
+        return lmc.analyze(a, b, test, train_data=train, methods=methods, points=int(points), bn=bn,
+                           run_layerwise=bool(layerwise), device=device, progress=progress)
+
+    def draw(self, result: lmc.ConnectivityResult) -> None:
+        copy_figure(figures.curves_figure(result), self.figures["curves"])
+        if len(result.layerwise):
+            copy_figure(figures.layerwise_figure(result), self.figures["layers"])
+        copy_figure(figures.diagnostics_figure(result), self.figures["diagnostics"])
+        self.table.value = result.summary("loss").to_html(float_format=lambda v: f"{v:.4f}")
+        self.merged_table.value = result.merged.to_html(index=False, float_format=lambda v: f"{v:.4f}")
