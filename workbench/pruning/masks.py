@@ -1,0 +1,167 @@
+"""Magnitude pruning masks: one-shot layer-wise uniform or global, compatible with torch.nn.utils.prune.
+
+A mask is a dict ``parameter name -> 0/1 tensor`` of the parameter's shape (1 = kept).  By default the
+weights of every ``nn.Linear`` and ``nn.Conv*`` layer are pruned (biases and normalisation layers are
+not), as in the three-regime and lottery-ticket papers.
+
+* ``scope="layer"``: every layer keeps the same fraction ``density`` of its weights (the largest in
+  absolute value); the count per layer is ``round(density * numel)`` (at least 1).
+* ``scope="global"``: one magnitude threshold across all pruned layers; exactly
+  ``round(density * total)`` weights are kept in all.
+
+Ties in magnitude are broken by position (the earlier index is kept), so the density is exact.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+Mask = Dict[str, torch.Tensor]
+
+PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+class Pruned(NamedTuple):
+    """What :func:`prune` returns: the pruned model and its mask (``model, mask = prune(...)``)."""
+
+    model: nn.Module
+    mask: Mask
+
+
+def prunable_parameters(model: nn.Module, *, include_head: bool = True) -> List[str]:
+    """Names of the weights magnitude pruning acts on (Linear and Conv weights, in model order)."""
+    names = []
+    for mod_name, module in model.named_modules():
+        if isinstance(module, PRUNABLE) and getattr(module, "weight", None) is not None:
+            names.append(f"{mod_name}.weight" if mod_name else "weight")
+    if not include_head and names:
+        names = names[:-1]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no Linear or Conv weights to prune; "
+                         "pass parameters=[names] explicitly")
+    return names
+
+
+def _check_density(density: float) -> float:
+    density = float(density)
+    if not 0.0 < density <= 1.0:
+        raise ValueError(f"density={density} must be in (0, 1]: the fraction of weights kept "
+                         "(e.g. 0.1 keeps 10%)")
+    return density
+
+
+def _top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """0/1 mask of the ``k`` largest entries of ``scores`` (flat), ties broken by lower index."""
+    flat = scores.flatten()
+    order = torch.argsort(-flat, stable=True)
+    mask = torch.zeros_like(flat)
+    mask[order[:k]] = 1.0
+    return mask.view_as(scores)
+
+
+def magnitude_mask(model: nn.Module, density: float, *, scope: str = "layer",
+                   parameters: Optional[Sequence[str]] = None, current: Optional[Mask] = None) -> Mask:
+    """The magnitude-pruning mask of ``model`` at ``density`` (fraction kept), without touching the model.
+
+    ``current`` (an existing mask) restricts the choice to weights that are still alive, as in iterative
+    pruning: the new mask keeps ``density`` of all the original weights, a subset of ``current``.
+    """
+    density = _check_density(density)
+    if scope not in ("layer", "global"):
+        raise ValueError(f"scope={scope!r}; choose 'layer' (uniform per layer) or 'global'")
+    named = dict(model.named_parameters())
+    names = list(parameters) if parameters is not None else prunable_parameters(model)
+    missing = [n for n in names if n not in named]
+    if missing:
+        raise ValueError(f"parameters names weights the model lacks: {missing[:5]}")
+    scores = {}
+    for n in names:
+        s = named[n].detach().abs().float().cpu()
+        if current is not None and n in current:
+            alive = current[n].detach().float().cpu()
+            s = torch.where(alive > 0, s, torch.full_like(s, -1.0))  # dead weights rank last
+        scores[n] = s
+    mask: Mask = {}
+    if scope == "layer":
+        for n, s in scores.items():
+            k = max(1, int(round(density * s.numel())))
+            mask[n] = _top_k_mask(s, k)
+    else:
+        flat = torch.cat([s.flatten() for s in scores.values()])
+        k = max(1, int(round(density * flat.numel())))
+        keep = _top_k_mask(flat, k)
+        start = 0
+        for n, s in scores.items():
+            mask[n] = keep[start:start + s.numel()].view_as(s).clone()
+            start += s.numel()
+    return mask
+
+
+def apply_mask(model: nn.Module, mask: Mask) -> nn.Module:
+    """Zero the pruned weights of ``model`` in place and return it."""
+    named = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, m in mask.items():
+            if n not in named:
+                raise ValueError(f"mask names a parameter the model lacks: {n!r}")
+            if m.shape != named[n].shape:
+                raise ValueError(f"mask[{n!r}] has shape {tuple(m.shape)} but the weight has "
+                                 f"{tuple(named[n].shape)}; the mask belongs to another architecture")
+            named[n].mul_(m.to(named[n].device, named[n].dtype))
+    return model
+
+
+def prune(model: nn.Module, density: float, *, scope: str = "layer", parameters: Optional[Sequence[str]] = None,
+          copy_model: bool = True) -> Pruned:
+    """One-shot magnitude pruning: keep the largest ``density`` fraction of weights.
+
+    Returns ``Pruned(model, mask)``; the model is a pruned copy unless ``copy_model=False`` (then
+    ``model`` itself is pruned in place).  Retrain with the mask fixed via :func:`workbench.pruning.finetune`
+    or ``workbench.models.train(..., mask=mask)``; hand it to PyTorch with :func:`to_torch_prune`.
+    """
+    target = copy.deepcopy(model) if copy_model else model
+    mask = magnitude_mask(target, density, scope=scope, parameters=parameters)
+    apply_mask(target, mask)
+    return Pruned(target, mask)
+
+
+def density_of(mask: Mask) -> float:
+    """Fraction of weights kept by ``mask`` (over all the parameters it covers)."""
+    kept = sum(float(m.sum()) for m in mask.values())
+    total = sum(m.numel() for m in mask.values())
+    return kept / total if total else float("nan")
+
+
+def layer_densities(mask: Mask) -> Dict[str, float]:
+    return {n: float(m.sum()) / m.numel() for n, m in mask.items()}
+
+
+def _split(name: str):
+    mod, _, attr = name.rpartition(".")
+    return mod, attr
+
+
+def to_torch_prune(model: nn.Module, mask: Mask) -> nn.Module:
+    """Attach ``mask`` with ``torch.nn.utils.prune.custom_from_mask`` (``weight_orig`` + ``weight_mask``)."""
+    import torch.nn.utils.prune as tprune
+
+    modules = dict(model.named_modules())
+    for n, m in mask.items():
+        mod_name, attr = _split(n)
+        module = modules[mod_name]
+        tprune.custom_from_mask(module, attr, m.to(getattr(module, attr).device))
+    return model
+
+
+def from_torch_prune(model: nn.Module) -> Mask:
+    """Read the masks attached by ``torch.nn.utils.prune`` (``<name>_mask`` buffers) as our mask dict."""
+    mask: Mask = {}
+    for mod_name, module in model.named_modules():
+        for buf_name, buf in module.named_buffers(recurse=False):
+            if buf_name.endswith("_mask"):
+                attr = buf_name[: -len("_mask")]
+                mask[f"{mod_name}.{attr}" if mod_name else attr] = buf.detach().clone().float()
+    return mask

@@ -1,0 +1,175 @@
+"""Retraining with the mask fixed, iterative pruning with weight rewinding, Scratch-E / Scratch-B.
+
+Baselines follow "Rethinking the Value of Network Pruning" (Liu et al., ICLR 2019): a pruned network is
+fine-tuned from its surviving weights, or the same sparse architecture is trained from a fresh random
+initialisation for the same number of epochs (Scratch-E) or for the same compute as the dense model
+(Scratch-B: epochs scaled by dense / sparse parameter count, a proxy of FLOPs, optionally capped).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Dict, NamedTuple, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from ..backend import DeviceLike, resolve_device
+from ..data import as_dataset
+from ..models import evaluate, train
+from ..progress import Progress, ProgressLike
+from ..results import Result
+from .masks import Mask, apply_mask, density_of, magnitude_mask
+
+
+def _check_mask(model: nn.Module, mask: Mask) -> None:
+    named = dict(model.named_parameters())
+    for n, m in mask.items():
+        if n not in named:
+            raise ValueError(f"mask names a parameter the model lacks: {n!r}; the mask belongs to "
+                             "another architecture")
+        if tuple(m.shape) != tuple(named[n].shape):
+            raise ValueError(f"mask[{n!r}] has shape {tuple(m.shape)}, the weight {tuple(named[n].shape)}")
+
+
+def finetune(model: nn.Module, mask: Mask, data: Any, *, epochs: float = 10, lr: float = 0.05,
+             batch_size: int = 64, seed: int = 0, device: DeviceLike = "auto", test_data: Any = None,
+             progress: ProgressLike = False, **train_kw: Any) -> nn.Module:
+    """A copy of ``model`` retrained on ``data`` with ``mask`` fixed: pruned weights stay exactly zero.
+
+    ``seed`` sets the data order (and any dropout); two seeds give the two copies a regime map compares.
+    """
+    _check_mask(model, mask)
+    out = copy.deepcopy(model)
+    apply_mask(out, mask)
+    train(out, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device,
+          test_data=test_data, progress=progress, mask=mask, **train_kw)
+    return out
+
+
+def reinitialize(model: nn.Module, *, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` with every layer's parameters freshly initialised (``reset_parameters``), seeded."""
+    out = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in out.modules():
+            if hasattr(module, "reset_parameters") and module is not out:
+                module.reset_parameters()
+            if hasattr(module, "reset_running_stats"):
+                module.reset_running_stats()
+    return out
+
+
+def scratch_b_factor(model: nn.Module, mask: Mask, *, max_factor: Optional[float] = None) -> float:
+    """Epoch multiplier of Scratch-B: dense / sparse parameter count (a FLOPs proxy), capped by ``max_factor``."""
+    total = sum(p.numel() for p in model.parameters())
+    pruned = sum(float(m.numel() - m.sum()) for m in mask.values())
+    factor = total / max(total - pruned, 1.0)
+    return float(min(factor, max_factor) if max_factor else factor)
+
+
+def scratch(model: nn.Module, mask: Mask, data: Any, *, budget: str = "E", epochs: float = 10,
+            max_factor: Optional[float] = None, lr: float = 0.05, batch_size: int = 64, seed: int = 0,
+            init_seed: Optional[int] = None, device: DeviceLike = "auto", progress: ProgressLike = False,
+            **train_kw: Any) -> nn.Module:
+    """Train the sparse architecture of ``mask`` from a fresh initialisation (Scratch-E or Scratch-B)."""
+    if budget.upper() not in ("E", "B"):
+        raise ValueError(f"budget={budget!r}; choose 'E' (same epochs) or 'B' (same compute)")
+    _check_mask(model, mask)
+    out = reinitialize(model, seed=seed if init_seed is None else init_seed)
+    apply_mask(out, mask)
+    n_epochs = epochs * (scratch_b_factor(model, mask, max_factor=max_factor) if budget.upper() == "B" else 1.0)
+    train(out, data, epochs=n_epochs, lr=lr, batch_size=batch_size, seed=seed, device=device,
+          progress=progress, mask=mask, **train_kw)
+    return out
+
+
+class IterativePruned(NamedTuple):
+    model: nn.Module
+    mask: Mask
+    history: pd.DataFrame
+
+
+def iterative_prune(model: nn.Module, data: Any, density: float, *, rounds: int = 3,
+                    rewind_to: Optional[Dict[str, torch.Tensor]] = None, scope: str = "layer",
+                    epochs: float = 10, lr: float = 0.05, batch_size: int = 64, seed: int = 0,
+                    device: DeviceLike = "auto", test_data: Any = None,
+                    progress: ProgressLike = False, **train_kw: Any) -> IterativePruned:
+    """Iterative magnitude pruning with weight rewinding (lottery-ticket style).
+
+    ``model`` is the trained dense model.  Round ``r = 1..rounds`` prunes the trained weights of the
+    previous round to density ``density ** (r / rounds)`` (only among surviving weights), rewinds the
+    survivors to ``rewind_to`` (a state dict: the initialisation or an early checkpoint; default the
+    weights ``model`` has now) and retrains ``epochs`` with the mask fixed.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds} must be at least 1")
+    rewind = {k: v.detach().clone() for k, v in (rewind_to or model.state_dict()).items()}
+    current = copy.deepcopy(model)
+    mask: Optional[Mask] = None
+    rows = []
+    with Progress(rounds, "prune rounds", progress) as bar:
+        for r in range(1, rounds + 1):
+            target = float(density) ** (r / rounds)
+            mask = magnitude_mask(current, target, scope=scope, current=mask)
+            missing, unexpected = current.load_state_dict(rewind, strict=False)
+            if missing or unexpected:
+                raise ValueError(f"rewind_to does not match the model: missing {missing[:3]}, "
+                                 f"unexpected {unexpected[:3]}")
+            apply_mask(current, mask)
+            train(current, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + r, device=device,
+                  progress=False, mask=mask, **train_kw)
+            row = {"round": r, "density": density_of(mask)}
+            if test_data is not None:
+                ev = evaluate(current, test_data, device=device)
+                row.update(test_loss=ev["loss"], test_error=1.0 - ev["accuracy"])
+            rows.append(row)
+            bar.update()
+    assert mask is not None
+    return IterativePruned(current, mask, pd.DataFrame(rows))
+
+
+@dataclasses.dataclass
+class BaselineResult(Result):
+    """Fine-tuning against Scratch-E and Scratch-B for one mask: one row per method and seed."""
+
+    frame: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+
+    kind = "pruning-baselines"
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.frame
+
+    def summary(self) -> pd.DataFrame:
+        return self.frame.groupby("method", sort=False)[["test_error", "epochs"]].agg(["mean", "std"])
+
+
+def compare_baselines(model: nn.Module, mask: Mask, data: Any, test_data: Any, *, epochs: float = 10,
+                      max_factor: Optional[float] = None, seeds=(0,), lr: float = 0.05, batch_size: int = 64,
+                      device: DeviceLike = "auto", progress: ProgressLike = True) -> BaselineResult:
+    """Test error of fine-tuning vs Scratch-E vs Scratch-B for ``mask`` (same data, same seeds)."""
+    train_ds, test_ds = as_dataset(data, "data"), as_dataset(test_data, "test_data")
+    dev = resolve_device(device)
+    factor = scratch_b_factor(model, mask, max_factor=max_factor)
+    rows = []
+    with Progress(3 * len(seeds), "baselines", progress) as bar:
+        for s in seeds:
+            for method, fn, ep in (
+                ("fine-tune", lambda: finetune(model, mask, train_ds, epochs=epochs, lr=lr,
+                                               batch_size=batch_size, seed=s, device=dev), epochs),
+                ("scratch-E", lambda: scratch(model, mask, train_ds, budget="E", epochs=epochs, lr=lr,
+                                              batch_size=batch_size, seed=s, device=dev), epochs),
+                ("scratch-B", lambda: scratch(model, mask, train_ds, budget="B", epochs=epochs,
+                                              max_factor=max_factor, lr=lr, batch_size=batch_size, seed=s,
+                                              device=dev), epochs * factor),
+            ):
+                ev = evaluate(fn(), test_ds, device=dev)
+                rows.append({"method": method, "seed": s, "epochs": ep, "test_loss": ev["loss"],
+                             "test_error": 1.0 - ev["accuracy"]})
+                bar.update()
+    settings = dict(density=density_of(mask), epochs=epochs, max_factor=max_factor, scratch_b_factor=factor,
+                    seeds=list(seeds), lr=lr, batch_size=batch_size, device=str(dev),
+                    data=train_ds.name, test_data=test_ds.name)
+    return BaselineResult(settings=settings, frame=pd.DataFrame(rows))
