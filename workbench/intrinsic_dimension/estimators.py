@@ -1,0 +1,366 @@
+"""Intrinsic dimension of point clouds and of a network's representations.
+
+* :func:`twonn` (Facco et al. 2017): ``mu_i = r2 / r1``; ``method="fit"`` fits ``-log(1 - F(mu)) = d log mu``
+  through the origin on the smallest 90 % of the ``mu`` (as scikit-dimension and DADApy do);
+  ``method="mle"`` gives ``(N - 1) / sum log mu`` (with a discarded fraction: the censored MLE).
+* :func:`mle` (Levina and Bickel 2005) with ``k`` neighbours, ``m_i = (k - 1) / sum_j log(T_k / T_j)``,
+  aggregated by the harmonic mean (MacKay and Ghahramani), or the mean / median.
+* :func:`profile`: the ID of each layer's activations of a model on data.
+
+Nearest neighbours are computed exactly in chunks on the device (torch on CPU or CUDA): candidate
+neighbours from one matrix product per chunk, then their distances recomputed in float64 from the
+differences, so ratios of nearly equal distances are accurate.  Duplicate points (``r1 = 0``) are never
+turned into NaN: by default repeated points are merged first and their number reported
+(``duplicates="unique"``), or (``"drop"``, scikit-dimension's behaviour) the points with a zero
+distance are left out and counted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from ..backend import DeviceLike, resolve_device
+from ..data import as_dataset
+from ..progress import Progress, ProgressLike
+from ..results import Result
+
+
+# --------------------------------------------------------------------------------------------
+# nearest neighbours
+# --------------------------------------------------------------------------------------------
+def _as_points(X: Any, name: str = "X") -> torch.Tensor:
+    if isinstance(X, torch.Tensor):
+        t = X.detach()
+    else:
+        if hasattr(X, "get") and type(X).__module__.startswith("cupy"):
+            X = X.get()
+        t = torch.as_tensor(np.asarray(X))
+    if t.dim() == 1:
+        raise ValueError(f"{name} is 1-D with shape {tuple(t.shape)}; pass an (n_points, n_features) array "
+                         "(use X.reshape(-1, 1) for one feature)")
+    if t.dim() > 2:
+        t = t.reshape(t.shape[0], -1)
+    if not t.is_floating_point():
+        t = t.double()
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or infinite values; remove or impute them first")
+    return t
+
+
+def knn(X: Any, k: int, *, device: DeviceLike = "auto", chunk: Optional[int] = None,
+        margin: int = 4) -> Tuple[np.ndarray, np.ndarray]:
+    """Exact ``k`` nearest neighbours of every point among the others: ``(distances, indices)``, ``(N, k)``.
+
+    Distances are sorted ascending and exclude the point itself.  Candidates come from a float32 (or
+    the input's float64) matrix product per chunk of rows on ``device``; the ``k + margin`` best are
+    then measured exactly in float64.
+    """
+    pts = _as_points(X)
+    n = pts.shape[0]
+    k = int(k)
+    if not 1 <= k < n:
+        raise ValueError(f"k={k} neighbours need at least k + 1 = {k + 1} points; X has {n}")
+    dev = resolve_device(device)
+    work_dtype = torch.float64 if pts.dtype == torch.float64 and dev.type == "cpu" else torch.float32
+    Xw = pts.to(dev, work_dtype)
+    X64 = pts.to(dev, torch.float64)
+    sq = (Xw * Xw).sum(1)
+    kc = min(n - 1, k + margin)
+    if chunk is None:
+        budget = 64 * 1024 ** 2 // 4  # ~64 MB of distances per chunk
+        refine = 64 * 1024 ** 2 // (8 * kc * pts.shape[1])  # ~64 MB of float64 differences per chunk
+        chunk = max(1, min(n, budget // max(n, 1), refine, 4096))
+    dists = np.empty((n, k))
+    index = np.empty((n, k), dtype=np.int64)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        # ||x_j||^2 - 2 x_i.x_j ranks the neighbours of x_i like the squared distance (one fused product)
+        d2 = torch.addmm(sq[None, :], Xw[start:stop], Xw.T, beta=1.0, alpha=-2.0)
+        rows = torch.arange(stop - start, device=dev)
+        d2[rows, rows + start] = float("inf")
+        cand = torch.topk(d2, kc, dim=1, largest=False, sorted=False).indices
+        diff = X64[cand] - X64[start:stop, None, :]
+        exact = diff.pow(2).sum(-1).sqrt()
+        order = torch.argsort(exact, dim=1)[:, :k]
+        dists[start:stop] = torch.gather(exact, 1, order).cpu().numpy()
+        index[start:stop] = torch.gather(cand, 1, order).cpu().numpy()
+    return dists, index
+
+
+def _unique_points(pts: torch.Tensor) -> Tuple[torch.Tensor, int]:
+    uniq = torch.unique(pts, dim=0)
+    return uniq, int(pts.shape[0] - uniq.shape[0])
+
+
+# --------------------------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class IDEstimate(Result):
+    """An intrinsic-dimension estimate with the per-point quantities behind it.
+
+    ``pointwise`` holds ``mu = r2 / r1`` (TwoNN) or the local dimensions ``m_i`` (MLE) of the points used;
+    ``fit_x`` / ``fit_y`` the TwoNN fit coordinates (``log mu``, ``-log(1 - F)``) of the kept points.
+    """
+
+    dimension: float = float("nan")
+    estimator: str = ""
+    n_points: int = 0
+    n_used: int = 0
+    n_duplicates: int = 0
+    pointwise: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    fit_x: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    fit_y: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+
+    kind = "id_estimate"
+
+    def __float__(self) -> float:
+        return float(self.dimension)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([{"estimator": self.estimator, "dimension": self.dimension,
+                              "n_points": self.n_points, "n_used": self.n_used,
+                              "n_duplicates": self.n_duplicates}])
+
+
+def _duplicates_arg(duplicates: str) -> str:
+    if duplicates not in ("unique", "drop"):
+        raise ValueError(f"duplicates={duplicates!r}: choose 'unique' (merge repeated points) or 'drop' "
+                         "(leave out points at distance 0 from a neighbour)")
+    return duplicates
+
+
+def twonn(X: Any, *, method: str = "fit", discard_fraction: Optional[float] = None, duplicates: str = "unique",
+          device: DeviceLike = "auto", chunk: Optional[int] = None) -> IDEstimate:
+    """TwoNN intrinsic dimension of the rows of ``X`` (``(n_points, n_features)``).
+
+    ``method="fit"``: least-squares slope through the origin of ``-log(1 - F_emp(mu))`` against
+    ``log mu`` on the ``1 - discard_fraction`` smallest ratios (default 0.1 discarded, F over all N).
+    ``method="mle"``: ``(N - 1) / sum(log mu)`` (default nothing discarded; with a discarded fraction,
+    the Type-II censored MLE ``(n - 1) / (sum_{i<=n} log mu_(i) + (N - n) log mu_(n))``).
+    """
+    if method not in ("fit", "mle"):
+        raise ValueError(f"method={method!r}: choose 'fit' (linear fit of Facco et al.) or 'mle'")
+    _duplicates_arg(duplicates)
+    discard = (0.1 if method == "fit" else 0.0) if discard_fraction is None else float(discard_fraction)
+    if not 0 <= discard < 1:
+        raise ValueError(f"discard_fraction={discard_fraction}: must be in [0, 1)")
+    pts = _as_points(X)
+    n_points = pts.shape[0]
+    if n_points < 3:
+        raise ValueError(f"TwoNN needs at least 3 points; X has {n_points}")
+    dist, _ = knn(pts, 2, device=device, chunk=chunk)
+    n_dup = 0
+    if (dist[:, 0] == 0).any():
+        if duplicates == "unique":
+            pts, n_dup = _unique_points(pts)
+            if pts.shape[0] < 3:
+                raise ValueError(f"X has only {pts.shape[0]} distinct points; TwoNN needs at least 3")
+            dist, _ = knn(pts, 2, device=device, chunk=chunk)
+            warnings.warn(f"twonn: merged {n_dup} repeated points (duplicates='unique')")
+        else:
+            keep = dist[:, 0] > 0
+            n_dup = int((~keep).sum())
+            dist = dist[keep]
+            warnings.warn(f"twonn: left out {n_dup} points with a duplicate (duplicates='drop')")
+    mu = dist[:, 1] / dist[:, 0]
+    N = len(mu)
+    n_keep = int(N * (1 - discard))
+    if n_keep < 2:
+        raise ValueError(f"only {n_keep} ratios left after discarding {discard:.0%} of {N}; pass more points")
+    mu_sorted = np.sort(mu)[:n_keep]
+    log_mu = np.log(mu_sorted)
+    F = np.arange(1, n_keep + 1) / N
+    y = -np.log(1 - F)
+    if method == "fit":
+        denom = float(np.dot(log_mu, log_mu))
+        dim = float(np.dot(log_mu, y) / denom) if denom > 0 else float("inf")
+    else:
+        total = float(log_mu.sum() + (N - n_keep) * log_mu[-1])
+        dim = (n_keep - 1) / total if total > 0 else float("inf")
+    settings = dict(estimator="twonn", method=method, discard_fraction=discard, duplicates=duplicates,
+                    device=str(resolve_device(device)))
+    return IDEstimate(settings=settings, dimension=float(dim), estimator=f"twonn-{method}", n_points=n_points,
+                      n_used=int(N), n_duplicates=n_dup, pointwise=mu, fit_x=log_mu, fit_y=y)
+
+
+def mle(X: Any, k: int = 20, *, unbiased: bool = False, aggregate: str = "harmonic", duplicates: str = "unique",
+        device: DeviceLike = "auto", chunk: Optional[int] = None) -> IDEstimate:
+    """Levina-Bickel maximum-likelihood ID with ``k`` neighbours per point.
+
+    Local estimate ``m_i = (k - 1) / sum_{j<=k} log(T_k(x_i) / T_j(x_i))`` (``k - 2`` with
+    ``unbiased=True``), aggregated by ``"harmonic"`` mean (default; MacKay and Ghahramani's correction,
+    scikit-dimension's ``comb="mle"``), ``"mean"`` or ``"median"``.
+    """
+    if aggregate not in ("harmonic", "mean", "median"):
+        raise ValueError(f"aggregate={aggregate!r}: choose 'harmonic', 'mean' or 'median'")
+    _duplicates_arg(duplicates)
+    pts = _as_points(X)
+    n_points = pts.shape[0]
+    k = int(k)
+    if k < 2:
+        raise ValueError(f"k={k}: the MLE needs at least 2 neighbours")
+    if n_points <= k:
+        raise ValueError(f"k={k} neighbours need more than {k} points; X has {n_points} (lower k)")
+    dist, _ = knn(pts, k, device=device, chunk=chunk)
+    n_dup = 0
+    if (dist[:, 0] == 0).any():
+        if duplicates == "unique":
+            pts, n_dup = _unique_points(pts)
+            if pts.shape[0] <= k:
+                raise ValueError(f"X has only {pts.shape[0]} distinct points; k={k} needs more (lower k)")
+            dist, _ = knn(pts, k, device=device, chunk=chunk)
+            warnings.warn(f"mle: merged {n_dup} repeated points (duplicates='unique')")
+        else:
+            keep = dist[:, 0] > 0
+            n_dup = int((~keep).sum())
+            dist = dist[keep]
+            warnings.warn(f"mle: left out {n_dup} points with a duplicate (duplicates='drop')")
+    with np.errstate(divide="ignore"):
+        logs = np.log(dist[:, -1:] / dist).sum(1)
+    kfac = k - 2 if unbiased else k - 1
+    with np.errstate(divide="ignore"):
+        local = kfac / logs
+    if aggregate == "harmonic":
+        dim = 1.0 / float(np.mean(1.0 / local))
+    elif aggregate == "mean":
+        dim = float(np.mean(local))
+    else:
+        dim = float(np.median(local))
+    settings = dict(estimator="mle", k=k, unbiased=unbiased, aggregate=aggregate, duplicates=duplicates,
+                    device=str(resolve_device(device)))
+    return IDEstimate(settings=settings, dimension=dim, estimator="mle", n_points=n_points, n_used=len(local),
+                      n_duplicates=n_dup, pointwise=local)
+
+
+def estimate(X: Any, estimator: str = "twonn", **kw: Any) -> IDEstimate:
+    """Dispatch by name: ``"twonn"`` (fit), ``"twonn-mle"`` or ``"mle"``."""
+    name = estimator.lower()
+    if name in ("twonn", "twonn-fit"):
+        return twonn(X, method="fit", **kw)
+    if name == "twonn-mle":
+        return twonn(X, method="mle", **kw)
+    if name == "mle":
+        return mle(X, **kw)
+    raise ValueError(f"estimator={estimator!r}: choose 'twonn', 'twonn-mle' or 'mle'")
+
+
+# --------------------------------------------------------------------------------------------
+# per-layer profile
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class ProfileResult(Result):
+    """ID of the input and of each chosen layer's output, in forward order."""
+
+    frame: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+
+    kind = "id_profile"
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.frame
+
+
+def default_layers(model: nn.Module) -> List[str]:
+    """Leaf modules that hold parameters or reshape the signal (pooling), in registration order."""
+    names = []
+    for name, mod in model.named_modules():
+        if name and not list(mod.children()):
+            if any(True for _ in mod.parameters(recurse=False)) or isinstance(
+                    mod, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+                names.append(name)
+    return names
+
+
+def _first_tensor(out: Any) -> Optional[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        for item in out:
+            t = _first_tensor(item)
+            if t is not None:
+                return t
+    if hasattr(out, "to_tuple"):
+        return _first_tensor(out.to_tuple())
+    return None
+
+
+@torch.no_grad()
+def activations(model: nn.Module, data: Any, *, layers: Optional[Sequence[str]] = None, n: Optional[int] = 2000,
+                seed: int = 0, batch_size: int = 512, device: DeviceLike = "auto",
+                include_input: bool = True) -> Dict[str, torch.Tensor]:
+    """Flattened outputs (on the CPU) of ``layers`` for (a seeded subset of ``n`` of) ``data``."""
+    ds = as_dataset(data)
+    if n is not None:
+        ds = ds.subset(int(n), seed=seed)
+    dev = resolve_device(device)
+    names = list(layers) if layers is not None else default_layers(model)
+    modules = dict(model.named_modules())
+    unknown = [name for name in names if name not in modules]
+    if unknown:
+        raise ValueError(f"layers {unknown[:5]} are not modules of the model; choose among "
+                         f"{[m for m in modules if m][:12]}...")
+    store: Dict[str, List[torch.Tensor]] = {name: [] for name in names}
+    hooks = []
+    for name in names:
+        def hook(_m, _inp, out, name=name):
+            t = _first_tensor(out)
+            if t is not None:
+                store[name].append(t.detach().reshape(t.shape[0], -1).float().cpu())
+        hooks.append(modules[name].register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    model.to(dev)
+    inputs = []
+    try:
+        for xb, _ in ds.batches(batch_size, device=dev):
+            if include_input:
+                inputs.append(xb.reshape(xb.shape[0], -1).float().cpu())
+            model(xb)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    out: Dict[str, torch.Tensor] = {}
+    if include_input:
+        out["input"] = torch.cat(inputs)
+    for name in names:
+        if store[name]:
+            out[name] = torch.cat(store[name])
+    return out
+
+
+def profile(model: nn.Module, data: Any, *, layers: Optional[Sequence[str]] = None, estimator: str = "twonn",
+            k: int = 20, n: Optional[int] = 2000, seed: int = 0, batch_size: int = 512,
+            device: DeviceLike = "auto", progress: ProgressLike = True) -> ProfileResult:
+    """Per-layer intrinsic-dimension profile of ``model``'s representations of ``data``.
+
+    ``layers`` defaults to the leaf modules with parameters (and pooling), plus the input.  ``n`` points
+    (a seeded subset; ``None`` for all) are pushed through the model; each layer's flattened output is
+    given to ``estimator`` (``"twonn"``, ``"twonn-mle"`` or ``"mle"`` with ``k``).
+    """
+    acts = activations(model, data, layers=layers, n=n, seed=seed, batch_size=batch_size, device=device)
+    rows = []
+    with Progress(len(acts), "ID profile", progress) as bar, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for pos, (name, A) in enumerate(acts.items()):
+            kw = {"k": k} if estimator == "mle" else {}
+            try:
+                est = estimate(A, estimator, device=device, **kw)
+                dim, dup, used = est.dimension, est.n_duplicates, est.n_used
+            except ValueError:  # e.g. too few distinct points in a collapsed layer
+                dim, dup, used = float("nan"), int(A.shape[0] - torch.unique(A, dim=0).shape[0]), 0
+            rows.append({"position": pos, "layer": name, "dimension": dim, "n_points": int(A.shape[0]),
+                         "n_used": used, "n_duplicates": dup, "n_features": int(A.shape[1])})
+            bar.update()
+    settings = dict(estimator=estimator, k=k if estimator == "mle" else None, n=n, seed=seed,
+                    device=str(resolve_device(device)), model=type(model).__name__,
+                    data=getattr(as_dataset(data), "name", "data"))
+    return ProfileResult(settings=settings, frame=pd.DataFrame(rows))
