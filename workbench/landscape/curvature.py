@@ -1,0 +1,466 @@
+"""Curvature of the loss: Hessian-vector products, top eigenvalues, trace, spectral density, per layer.
+
+Everything is built on :class:`HessianOperator`, the Hessian of the mean loss over the *whole* data set
+(accumulated over batches, model in eval mode) as a linear operator on flat parameter vectors; products
+with several vectors at once use batched double backward (``is_grads_batched``).
+
+* :func:`eigenvalues`: top-``k`` eigenvalues by Lanczos with full reorthogonalisation (default) or by
+  deflated power iteration; returned sorted (largest first) with the number of Hessian-vector products
+  and the true residuals ``||H u - lambda u||``.
+* :func:`trace`: Hutchinson's estimator with Rademacher vectors, with its standard error.
+* :func:`density`: the spectral density by stochastic Lanczos quadrature with Gaussian broadening
+  (integrates to one).
+* :func:`layerwise`: the same per parameter group (diagonal blocks of the Hessian).
+* :func:`eigen_slice`: the loss along the top eigenvector (a 1-D map).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..backend import DeviceLike, describe, resolve_device
+from ..data import as_dataset
+from ..paramspace import batch_loss_sum, flatten, parameter_groups
+from ..progress import Progress, ProgressLike
+from ..results import Result
+
+__all__ = ["HessianOperator", "EigenResult", "TraceResult", "DensityResult", "LayerwiseResult",
+           "hvp", "eigenvalues", "trace", "density", "layerwise", "eigen_slice", "lanczos"]
+
+
+class HessianOperator:
+    """The Hessian of the mean loss of ``model`` over all of ``data``, restricted to ``params``.
+
+    ``params`` is a list of parameter names (default: all trainable ones).  :meth:`matvec` and
+    :meth:`matmat` take flat vectors over those parameters (in ``named_parameters`` order).
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None, *,
+                 params: Optional[Sequence[str]] = None, batch_size: int = 1024, device: DeviceLike = "auto"):
+        if data is None:
+            raise ValueError("data is required: the Hessian is of the mean loss over a data set")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        self.loss_fn = loss_fn or F.cross_entropy
+        self.data = as_dataset(data, "data").to(self.device)
+        self.batch_size = batch_size
+        named = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
+        names = list(named) if params is None else list(params)
+        unknown = [n for n in names if n not in named]
+        if unknown:
+            raise ValueError(f"params names parameters the model lacks: {unknown[:5]}; "
+                             f"choose from {list(named)[:8]}...")
+        self.names = names
+        self.params = [named[n] for n in names]
+        self.sizes = [p.numel() for p in self.params]
+        self.dim = int(sum(self.sizes))
+        self.dtype = self.params[0].dtype
+        self.products = 0  # number of Hessian-vector products so far
+
+    def _split(self, V: torch.Tensor) -> List[torch.Tensor]:
+        lead = V.shape[:-1]
+        out, off = [], 0
+        for p, n in zip(self.params, self.sizes):
+            out.append(V[..., off:off + n].reshape(*lead, *p.shape))
+            off += n
+        return out
+
+    def _loss(self, xb, yb, n_total: int) -> torch.Tensor:
+        return batch_loss_sum(self.loss_fn, self.model(xb), yb) / n_total
+
+    def loss(self) -> float:
+        """The mean loss over the data (the point where the Hessian is taken)."""
+        was = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            total = sum(float(self._loss(xb, yb, len(self.data))) for xb, yb in self.data.batches(self.batch_size))
+        self.model.train(was)
+        return total
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """``H @ V.T`` as rows: ``V`` is ``(m, dim)``, the result ``(m, dim)``."""
+        V = V.to(self.device, self.dtype)
+        single = V.dim() == 1
+        if single:
+            V = V[None]
+        was = self.model.training
+        self.model.eval()
+        out = torch.zeros_like(V)
+        n = len(self.data)
+        Vs = self._split(V)
+        try:
+            for xb, yb in self.data.batches(self.batch_size):
+                loss = self._loss(xb, yb, n)
+                grads = torch.autograd.grad(loss, self.params, create_graph=True)
+                if V.shape[0] == 1:
+                    gv = sum((g * v[0]).sum() for g, v in zip(grads, Vs))
+                    hv = torch.autograd.grad(gv, self.params, allow_unused=True)
+                    hv = [torch.zeros_like(p) if h is None else h for p, h in zip(self.params, hv)]
+                    out += torch.cat([h.reshape(-1) for h in hv])[None]
+                else:
+                    try:
+                        hv = torch.autograd.grad(grads, self.params, grad_outputs=Vs, is_grads_batched=True,
+                                                 allow_unused=True, retain_graph=True)
+                        hv = [torch.zeros((V.shape[0], *p.shape), dtype=p.dtype, device=p.device) if h is None else h
+                              for p, h in zip(self.params, hv)]
+                        out += torch.cat([h.reshape(V.shape[0], -1) for h in hv], 1)
+                    except RuntimeError:  # an op without a batching rule: one vector at a time
+                        for i in range(V.shape[0]):
+                            gv = sum((g * v[i]).sum() for g, v in zip(grads, Vs))
+                            hv = torch.autograd.grad(gv, self.params, retain_graph=True, allow_unused=True)
+                            hv = [torch.zeros_like(p) if h is None else h for p, h in zip(self.params, hv)]
+                            out[i] += torch.cat([h.reshape(-1) for h in hv])
+        finally:
+            self.model.train(was)
+        self.products += V.shape[0]
+        return out[0] if single else out
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        return self.matmat(v)
+
+    __matmul__ = matvec
+
+    def dense(self) -> torch.Tensor:
+        """The full Hessian (``dim x dim``); for small models and tests only."""
+        if self.dim > 5000:
+            raise ValueError(f"dense(): the Hessian is {self.dim} x {self.dim}; too large to form")
+        return self.matmat(torch.eye(self.dim, dtype=self.dtype, device=self.device))
+
+
+def hvp(model: nn.Module, loss_fn: Optional[Callable], data: Any, v: torch.Tensor, *, batch_size: int = 1024,
+        device: DeviceLike = "auto") -> torch.Tensor:
+    """Hessian-vector product ``H v`` of the mean loss over ``data`` (``v`` flat over all parameters)."""
+    return HessianOperator(model, loss_fn, data, batch_size=batch_size, device=device).matvec(v)
+
+
+# --------------------------------------------------------------------------------------------
+# Lanczos
+# --------------------------------------------------------------------------------------------
+def lanczos(op: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, m: int, *,
+            callback: Optional[Callable[[int, np.ndarray, np.ndarray], bool]] = None
+            ) -> Tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """``m`` steps of Lanczos with full reorthogonalisation from ``v0``.
+
+    Returns ``(alpha, beta, Q)``: the tridiagonal's diagonal (``j``) and off-diagonal (``j - 1``), and the
+    ``j x dim`` Lanczos basis (``j <= m``; fewer on breakdown or when ``callback(j, alpha, beta)``
+    returns True).
+    """
+    dim = v0.numel()
+    m = int(min(m, dim))
+    q = v0 / v0.norm()
+    Q = torch.zeros((m, dim), dtype=v0.dtype, device=v0.device)
+    alpha: List[float] = []
+    beta: List[float] = []
+    for j in range(m):
+        Q[j] = q
+        w = op(q).to(v0.dtype)
+        a = float(w @ q)
+        alpha.append(a)
+        # full reorthogonalisation (twice is enough)
+        for _ in range(2):
+            w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)
+        b = float(w.norm())
+        if callback is not None and callback(j + 1, np.array(alpha), np.array(beta + [b])):
+            return np.array(alpha), np.array(beta), Q[: j + 1]
+        if j == m - 1 or b < 1e-10 * max(1.0, abs(a)):
+            return np.array(alpha), np.array(beta), Q[: j + 1]
+        beta.append(b)
+        q = w / b
+    return np.array(alpha), np.array(beta), Q  # pragma: no cover
+
+
+def _tridiag_eigh(alpha: np.ndarray, beta: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    T = np.diag(alpha) + np.diag(beta[: len(alpha) - 1], 1) + np.diag(beta[: len(alpha) - 1], -1)
+    return np.linalg.eigh(T)
+
+
+# --------------------------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class EigenResult(Result):
+    """Top eigenvalues of the Hessian, largest first, with eigenvectors and convergence information."""
+
+    eigenvalues: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    eigenvectors: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
+    residuals: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    n_iter: int = 0
+    converged: bool = False
+
+    kind = "hessian_eigen"
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"rank": np.arange(1, len(self.eigenvalues) + 1), "eigenvalue": self.eigenvalues,
+                             "residual": self.residuals})
+
+
+@dataclasses.dataclass
+class TraceResult(Result):
+    """Hutchinson estimate of the Hessian trace, its standard error, and the per-vector samples."""
+
+    trace: float = float("nan")
+    stderr: float = float("nan")
+    samples: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+
+    kind = "hessian_trace"
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"sample": np.arange(len(self.samples)), "vHv": self.samples,
+                             "running_mean": np.cumsum(self.samples) / np.arange(1, len(self.samples) + 1)})
+
+
+@dataclasses.dataclass
+class DensityResult(Result):
+    """Spectral density by stochastic Lanczos quadrature: the broadened density on a grid, and the
+    quadrature nodes (Ritz values) and weights of each run."""
+
+    grid: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    density: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    nodes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
+    weights: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
+
+    kind = "hessian_density"
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"eigenvalue": self.grid, "density": self.density})
+
+
+@dataclasses.dataclass
+class LayerwiseResult(Result):
+    """Curvature per parameter group (diagonal Hessian blocks): one row per group."""
+
+    frame: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+
+    kind = "hessian_layerwise"
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.frame
+
+
+def _settings(op: HessianOperator, **kw) -> Dict[str, Any]:
+    s = dict(device=describe(op.device), dim=op.dim, params="all" if len(op.names) == sum(
+        1 for p in op.model.parameters() if p.requires_grad) else list(op.names), data=len(op.data),
+        loss_fn=getattr(op.loss_fn, "__name__", type(op.loss_fn).__name__))
+    s.update(kw)
+    return s
+
+
+def _operator(model, loss_fn, data, params, batch_size, device) -> HessianOperator:
+    if isinstance(model, HessianOperator):
+        return model
+    return HessianOperator(model, loss_fn, data, params=params, batch_size=batch_size, device=device)
+
+
+def _start_vector(dim: int, seed: int, dtype, device, kind: str = "gaussian") -> torch.Tensor:
+    gen = torch.Generator().manual_seed(int(seed))
+    if kind == "rademacher":
+        v = torch.randint(0, 2, (dim,), generator=gen).to(torch.float32) * 2 - 1
+    else:
+        v = torch.randn(dim, generator=gen)
+    return v.to(device, dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# public estimators
+# --------------------------------------------------------------------------------------------
+def eigenvalues(model: Any, loss_fn: Optional[Callable] = None, data: Any = None, *, k: int = 1,
+                method: str = "lanczos", max_iter: int = 100, tol: float = 1e-3, seed: int = 0,
+                params: Optional[Sequence[str]] = None, batch_size: int = 1024, device: DeviceLike = "auto",
+                progress: ProgressLike = False) -> EigenResult:
+    """Top-``k`` (largest algebraic) Hessian eigenvalues, sorted largest first.
+
+    ``method="lanczos"`` (default): Lanczos with full reorthogonalisation, stopped when the residual
+    bound of every wanted Ritz pair is below ``tol * |lambda|`` (or after ``max_iter`` products).
+    ``method="power"``: power iteration with deflation against the eigenvectors already found
+    (PyHessian's scheme; finds the largest in *magnitude*), stopped when the Rayleigh quotient changes
+    by less than ``tol`` relative.  ``n_iter`` counts Hessian-vector products; ``residuals`` are the
+    true ``||H u - lambda u||`` of the returned unit eigenvectors.
+    """
+    op = _operator(model, loss_fn, data, params, batch_size, device)
+    if k < 1 or k > op.dim:
+        raise ValueError(f"k={k}; must be between 1 and the number of parameters ({op.dim})")
+    if method not in ("lanczos", "power"):
+        raise ValueError(f"method={method!r}; choose 'lanczos' or 'power'")
+    start = op.products
+    converged = False
+    with Progress(max_iter, f"hessian {method}", progress) as bar:
+        if method == "lanczos":
+            v0 = _start_vector(op.dim, seed, op.dtype, op.device)
+            work_dtype = torch.float64 if op.device.type == "cpu" else op.dtype
+            state = {"conv": False}
+
+            def cb(j, a, b):
+                bar.update()
+                if j < k:
+                    return False
+                theta, S = _tridiag_eigh(a, b)
+                top = np.argsort(theta)[::-1][:k]
+                bound = np.abs(b[-1] * S[-1, top])
+                if np.all(bound <= tol * np.maximum(np.abs(theta[top]), 1e-12)):
+                    state["conv"] = True
+                    return True
+                return False
+
+            alpha, beta, Q = lanczos(lambda q: op.matvec(q.to(op.dtype)).to(work_dtype), v0.to(work_dtype),
+                                     max_iter, callback=cb)
+            theta, S = _tridiag_eigh(alpha, beta)
+            top = np.argsort(theta)[::-1][:k]
+            vals = theta[top]
+            vecs = (torch.as_tensor(S[:, top].T.copy(), dtype=Q.dtype, device=Q.device) @ Q).to(op.dtype)
+            # converged by the residual bound, or exact: an invariant subspace (breakdown) / the whole space
+            converged = state["conv"] or Q.shape[0] < min(max_iter, op.dim) or Q.shape[0] == op.dim
+        else:
+            vals_l: List[float] = []
+            vecs_l: List[torch.Tensor] = []
+            per = max(1, max_iter // k)
+            all_conv = True
+            for i in range(k):
+                v = _start_vector(op.dim, seed + i, op.dtype, op.device)
+                lam = None
+                conv = False
+                for _it in range(per):
+                    for u in vecs_l:
+                        v = v - (v @ u) * u
+                    v = v / v.norm()
+                    w = op.matvec(v)
+                    for u in vecs_l:  # deflate
+                        w = w - (w @ u) * u
+                    new = float(w @ v)
+                    bar.update()
+                    v = w
+                    if lam is not None and abs(new - lam) <= tol * max(abs(new), 1e-12):
+                        lam = new
+                        conv = True
+                        break
+                    lam = new
+                v = v / v.norm()
+                vals_l.append(lam)
+                vecs_l.append(v)
+                all_conv &= conv
+            order = np.argsort(vals_l)[::-1]
+            vals = np.array(vals_l)[order]
+            vecs = torch.stack([vecs_l[i] for i in order])
+            converged = all_conv
+    vecs = vecs / vecs.norm(dim=1, keepdim=True)
+    HV = op.matmat(vecs)
+    res = (HV - torch.as_tensor(vals, dtype=op.dtype, device=op.device)[:, None] * vecs).norm(dim=1)
+    n_iter = op.products - start - len(vals)
+    return EigenResult(settings=_settings(op, k=k, method=method, max_iter=max_iter, tol=tol, seed=seed,
+                                          which="largest algebraic" if method == "lanczos" else "largest magnitude"),
+                       eigenvalues=np.asarray(vals, dtype=float), eigenvectors=vecs.detach().cpu().numpy(),
+                       residuals=res.detach().cpu().numpy().astype(float), n_iter=int(n_iter),
+                       converged=bool(converged))
+
+
+def trace(model: Any, loss_fn: Optional[Callable] = None, data: Any = None, *, n_samples: int = 100,
+          block: int = 10, seed: int = 0, params: Optional[Sequence[str]] = None, batch_size: int = 1024,
+          device: DeviceLike = "auto", progress: ProgressLike = False) -> TraceResult:
+    """Hutchinson's trace estimate ``mean_i v_i^T H v_i`` with Rademacher ``v_i`` and its standard error
+    ``std(samples) / sqrt(n_samples)``.  ``block`` vectors are multiplied per pass over the data."""
+    op = _operator(model, loss_fn, data, params, batch_size, device)
+    if n_samples < 2:
+        raise ValueError(f"n_samples={n_samples}; need at least 2 to report a standard error")
+    gen = torch.Generator().manual_seed(int(seed))
+    samples: List[float] = []
+    with Progress(n_samples, "hutchinson", progress) as bar:
+        while len(samples) < n_samples:
+            m = min(block, n_samples - len(samples))
+            V = (torch.randint(0, 2, (m, op.dim), generator=gen).to(torch.float32) * 2 - 1).to(op.device, op.dtype)
+            HV = op.matmat(V)
+            samples.extend((HV * V).sum(1).double().cpu().tolist())
+            bar.update(m)
+    s = np.array(samples)
+    return TraceResult(settings=_settings(op, n_samples=n_samples, seed=seed, vectors="rademacher"),
+                       trace=float(s.mean()), stderr=float(s.std(ddof=1) / math.sqrt(len(s))), samples=s)
+
+
+def density(model: Any, loss_fn: Optional[Callable] = None, data: Any = None, *, n_runs: int = 5,
+            steps: int = 80, sigma: Optional[float] = None, grid_points: int = 1000, seed: int = 0,
+            params: Optional[Sequence[str]] = None, batch_size: int = 1024, device: DeviceLike = "auto",
+            progress: ProgressLike = False) -> DensityResult:
+    """Spectral density of the Hessian by stochastic Lanczos quadrature (Ghorbani et al. 2019).
+
+    For each of ``n_runs`` Gaussian start vectors, ``steps`` Lanczos iterations give nodes (Ritz values)
+    and weights (squared first components of the tridiagonal's eigenvectors, summing to one).  The
+    density is their average broadened by Gaussians of width ``sigma`` (default 1% of the spectral
+    range), on a grid extending 5 ``sigma`` past the extreme nodes; it integrates to one.
+    """
+    op = _operator(model, loss_fn, data, params, batch_size, device)
+    steps = int(min(steps, op.dim))
+    work_dtype = torch.float64 if op.device.type == "cpu" else op.dtype
+    nodes = np.full((n_runs, steps), np.nan)
+    weights = np.zeros((n_runs, steps))
+    with Progress(n_runs * steps, "slq", progress) as bar:
+        for r in range(n_runs):
+            v0 = _start_vector(op.dim, seed + r, work_dtype, op.device)
+            alpha, beta, _Q = lanczos(lambda q: op.matvec(q.to(op.dtype)).to(work_dtype), v0, steps,
+                                      callback=lambda j, a, b: bar.update() and False)
+            theta, S = _tridiag_eigh(alpha, beta)
+            nodes[r, : len(theta)] = theta
+            weights[r, : len(theta)] = S[0] ** 2
+    finite = nodes[np.isfinite(nodes)]
+    lo, hi = float(finite.min()), float(finite.max())
+    width = hi - lo if hi > lo else max(abs(hi), 1.0)
+    sig = float(sigma) if sigma is not None else 0.01 * width
+    grid = np.linspace(lo - 5 * sig, hi + 5 * sig, int(grid_points))
+    dens = np.zeros_like(grid)
+    for r in range(n_runs):
+        ok = np.isfinite(nodes[r])
+        diff = grid[:, None] - nodes[r, ok][None]
+        dens += (weights[r, ok][None] * np.exp(-0.5 * (diff / sig) ** 2) / (sig * math.sqrt(2 * math.pi))).sum(1)
+    dens /= n_runs
+    return DensityResult(settings=_settings(op, n_runs=n_runs, steps=steps, sigma=sig, seed=seed,
+                                            method="stochastic lanczos quadrature"),
+                         grid=grid, density=dens, nodes=nodes, weights=weights)
+
+
+def layerwise(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None, *, by: str = "module",
+              k: int = 1, n_samples: int = 50, max_iter: int = 60, tol: float = 1e-3, seed: int = 0,
+              batch_size: int = 1024, device: DeviceLike = "auto", progress: ProgressLike = False) -> LayerwiseResult:
+    """Top eigenvalue and Hutchinson trace of each diagonal Hessian block, one block per parameter group
+    (``by="module"``: a layer's weight and bias together; ``"parameter"``: each tensor alone)."""
+    groups = parameter_groups(model, by=by)
+    rows = []
+    with Progress(len(groups), "layers", progress) as bar:
+        for name, names in groups.items():
+            op = HessianOperator(model, loss_fn, data, params=names, batch_size=batch_size, device=device)
+            ev = eigenvalues(op, k=min(k, op.dim), max_iter=min(max_iter, op.dim), tol=tol, seed=seed)
+            tr = trace(op, n_samples=n_samples, seed=seed)
+            rows.append({"group": name, "params": names, "n_params": op.dim,
+                         "top_eigenvalue": float(ev.eigenvalues[0]), "residual": float(ev.residuals[0]),
+                         "trace": tr.trace, "trace_stderr": tr.stderr})
+            bar.update()
+    return LayerwiseResult(settings=dict(by=by, k=k, n_samples=n_samples, max_iter=max_iter, tol=tol, seed=seed,
+                                         device=describe(resolve_device(device))), frame=pd.DataFrame(rows))
+
+
+def eigen_slice(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None, *,
+                eigen: Optional[EigenResult] = None, span: Optional[float] = None, steps: int = 41,
+                index: int = 0, batch_size: int = 1024, device: DeviceLike = "auto", progress: ProgressLike = False):
+    """The loss along the ``index``-th top Hessian eigenvector ``u`` (unit norm): ``L(theta* + t u)``.
+
+    ``span`` defaults to ``2 sqrt(2 / lambda)`` (where the quadratic model rises by 4).  The result is a
+    line :class:`~workbench.landscape.LandscapeResult` whose settings carry ``eigenvalue`` and
+    ``loss0`` so the quadratic prediction ``loss0 + lambda t^2 / 2`` can be drawn next to it.
+    """
+    from .maps import as_splits, line
+
+    if eigen is None:
+        first = next(iter(as_splits(data).values()))
+        eigen = eigenvalues(model, loss_fn, first, k=index + 1, batch_size=batch_size, device=device)
+    lam = float(eigen.eigenvalues[index])
+    if span is None:
+        span = 2 * math.sqrt(2 / lam) if lam > 0 else 1.0
+    res = line(model, loss_fn, data, steps=steps, span=span, direction=eigen.eigenvectors[index], bn="eval",
+               batch_size=batch_size, device=device, progress=progress)
+    i0 = int(np.argmin(np.abs(res.x)))
+    res.settings.update(kind="eigen_slice", eigenvalue=lam, eigen_index=index,
+                        loss0={k: float(v[i0]) for k, v in res.loss.items()})
+    return res

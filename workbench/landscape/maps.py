@@ -1,0 +1,283 @@
+"""Loss-landscape maps: 1-D lines, 2-D planes, and the interpolation line between two models.
+
+``f(x, y) = L(theta* + x d1 + y d2)`` on a regular grid centred on the model (default 51 x 51 on
+``[-1, 1]^2``, which includes the model itself at the centre), evaluated on the whole of each given
+split with :func:`workbench.paramspace.evaluate_points` (many grid points per vectorised pass).  A result
+keeps loss and accuracy per split, the axes, the origin and the directions, so any point can be
+re-evaluated (:meth:`LandscapeResult.theta_at`, :func:`evaluate_at`).  A NaN or infinite loss at a point
+is kept as it is (and drawn as a gap with a marker), never an exception.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from ..backend import DeviceLike, describe, resolve_device
+from ..data import Dataset, as_dataset
+from ..paramspace import evaluate_points, flatten, has_batchnorm
+from ..progress import Progress, ProgressLike
+from ..results import Result
+from .directions import random_directions
+
+__all__ = ["LandscapeResult", "plane", "line", "interpolate", "evaluate_at", "as_splits"]
+
+
+@dataclasses.dataclass
+class LandscapeResult(Result):
+    """Loss and accuracy on a line (``y`` empty) or a plane of parameter space, per data split.
+
+    ``loss[split]`` has shape ``(len(y), len(x))`` for a plane (row ``j`` is ``y[j]``) and ``(len(x),)``
+    for a line; the point at ``(x, y)`` is ``origin + x * directions[0] + y * directions[1]``.
+    """
+
+    x: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    y: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    loss: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    accuracy: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    origin: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    directions: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
+    trajectory: Optional[np.ndarray] = None
+
+    kind = "landscape"
+
+    @property
+    def is_plane(self) -> bool:
+        return len(self.y) > 0
+
+    @property
+    def splits(self) -> list:
+        return list(self.loss)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (split, grid point): split, x, (y), loss, accuracy, error."""
+        frames = []
+        for split in self.loss:
+            if self.is_plane:
+                X, Y = np.meshgrid(self.x, self.y)
+                part = pd.DataFrame({"split": split, "x": X.ravel(), "y": Y.ravel(),
+                                     "loss": self.loss[split].ravel(), "accuracy": self.accuracy[split].ravel()})
+            else:
+                part = pd.DataFrame({"split": split, "x": self.x, "loss": self.loss[split],
+                                     "accuracy": self.accuracy[split]})
+            part["error"] = 1.0 - part["accuracy"]
+            frames.append(part)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def theta_at(self, x: float, y: float = 0.0) -> np.ndarray:
+        """The flat parameter vector at coordinates ``(x, y)`` (load it with ``paramspace.load_theta``)."""
+        theta = self.origin + x * self.directions[0]
+        if self.directions.shape[0] > 1:
+            theta = theta + y * self.directions[1]
+        return theta
+
+    def value_at(self, i: int, j: Optional[int] = None, split: Optional[str] = None) -> Dict[str, float]:
+        """Loss and accuracy at grid index ``i`` (x) and ``j`` (y, planes only) on ``split``."""
+        split = split or self.splits[0]
+        if self.is_plane:
+            if j is None:
+                raise ValueError("value_at: a plane needs both i (x index) and j (y index)")
+            return {"x": float(self.x[i]), "y": float(self.y[j]), "loss": float(self.loss[split][j, i]),
+                    "accuracy": float(self.accuracy[split][j, i]), "split": split}
+        return {"x": float(self.x[i]), "loss": float(self.loss[split][i]),
+                "accuracy": float(self.accuracy[split][i]), "split": split}
+
+    def center_index(self) -> Tuple[int, Optional[int]]:
+        i = int(np.argmin(np.abs(self.x)))
+        return (i, int(np.argmin(np.abs(self.y)))) if self.is_plane else (i, None)
+
+
+def as_splits(data: Any, name: str = "data") -> Dict[str, Dataset]:
+    """``data`` as a dict split name -> Dataset: a dict stays a dict, anything else becomes one split."""
+    if data is None:
+        raise ValueError("data is required: pass a Dataset, an (X, y) pair, or a dict like "
+                         "{'train': train, 'test': test}")
+    if isinstance(data, dict) and not {"X", "y"} <= set(data):
+        if not data:
+            raise ValueError("data is an empty dict; pass at least one split")
+        return {str(k): as_dataset(v, f"data[{k!r}]") for k, v in data.items()}
+    return {name: as_dataset(data, "data")}
+
+
+def _axis(steps: int, lo: float, hi: float, name: str) -> np.ndarray:
+    steps = int(steps)
+    if steps < 1:
+        raise ValueError(f"{name} must be at least 1, got {steps}")
+    return np.linspace(lo, hi, steps)
+
+
+def _pair(value: Any, name: str) -> Tuple[Any, Any]:
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be a number or a pair (for x and y), got {value!r}")
+        return value[0], value[1]
+    return value, value
+
+
+def _evaluate_splits(model: nn.Module, thetas: torch.Tensor, splits: Dict[str, Dataset], loss_fn, *,
+                     bn: str, train_data, batch_size: int, chunk, device, progress, buffers=None,
+                     info: Optional[dict] = None) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    loss, acc = {}, {}
+    total = thetas.shape[0] * len(splits)
+    with Progress(total, "landscape", progress) as bar:
+        done = [0]
+
+        def cb(d, _t, _desc):
+            bar_done = done[0] + d
+            if bar_done > bar.done:
+                bar.update(bar_done - bar.done)
+
+        for split, ds in splits.items():
+            r = evaluate_points(model, thetas, ds, loss_fn, batch_size=batch_size, chunk=chunk, bn=bn,
+                                train_data=train_data, buffers=buffers, device=device,
+                                progress=cb if progress else False, info=info)
+            loss[split], acc[split] = r["loss"], r["accuracy"]
+            done[0] += thetas.shape[0]
+            if bar.done < done[0]:
+                bar.update(done[0] - bar.done)
+    return loss, acc
+
+
+def _settings(model, splits, dev, **kw) -> Dict[str, Any]:
+    s = dict(model=type(model).__name__, arch=getattr(model, "arch", None), device=describe(dev),
+             splits={k: len(v) for k, v in splits.items()})
+    s.update(kw)
+    return s
+
+
+def _directions_for(model: nn.Module, k: int, directions, norm, ignore, seed, orthogonal) -> torch.Tensor:
+    theta, spec = flatten(model)
+    if directions is None:
+        return random_directions(model, k, norm=norm, ignore=ignore, seed=seed, orthogonal=orthogonal)
+    d = torch.as_tensor(np.asarray(directions) if not isinstance(directions, torch.Tensor) else directions)
+    if d.dim() == 1:
+        d = d[None]
+    if d.shape[0] < k or d.shape[1] != spec.numel:
+        raise ValueError(f"directions has shape {tuple(d.shape)}; expected ({k}, {spec.numel}) for this model")
+    return d[:k].to(theta.device, theta.dtype)
+
+
+def plane(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None, *, steps: Any = 51,
+          span: Any = 1.0, directions: Any = None, norm: str = "filter", ignore: Optional[str] = "biasbn",
+          seed: int = 0, orthogonal: bool = False, bn: str = "eval", train_data: Any = None,
+          batch_size: int = 1024, chunk: Optional[int] = None, trajectory: Optional[np.ndarray] = None,
+          device: DeviceLike = "auto", progress: ProgressLike = True) -> LandscapeResult:
+    """A 2-D loss map ``L(theta* + x d1 + y d2)`` on a regular grid ``[-span, span]^2`` around the model.
+
+    ``steps`` and ``span`` may be pairs ``(x, y)``.  Directions are random (seeded; ``d1`` uses
+    ``seed``, ``d2`` ``seed + 1``), normalised by ``norm`` ("filter", "layer", "model", "none") with
+    1-D parameters zeroed unless ``ignore=None``; or pass ``directions`` (a ``2 x D`` array, e.g. from
+    :func:`~workbench.landscape.pca_directions`).  ``data`` may be a dict of splits,
+    ``{"train": ..., "test": ...}``.  An odd number of steps puts the model itself on the grid.
+    """
+    splits = as_splits(data)
+    dev = resolve_device(device)
+    nx, ny = _pair(steps, "steps")
+    sx, sy = _pair(span, "span")
+    x = _axis(nx, -float(sx), float(sx), "steps")
+    y = _axis(ny, -float(sy), float(sy), "steps")
+    theta, spec = flatten(model)
+    d = _directions_for(model, 2, directions, norm, ignore, seed, orthogonal)
+    X, Y = np.meshgrid(x, y)  # (ny, nx)
+    coef = torch.as_tensor(np.stack([X.ravel(), Y.ravel()], 1), dtype=theta.dtype, device=theta.device)
+    thetas = theta[None] + coef @ d
+    info: Dict[str, Any] = {}
+    loss, acc = _evaluate_splits(model, thetas, splits, loss_fn, bn=bn, train_data=train_data,
+                                 batch_size=batch_size, chunk=chunk, device=dev, progress=progress, info=info)
+    loss = {k: v.reshape(len(y), len(x)) for k, v in loss.items()}
+    acc = {k: v.reshape(len(y), len(x)) for k, v in acc.items()}
+    settings = _settings(model, splits, dev, kind="plane", steps=[len(x), len(y)], span=[float(sx), float(sy)],
+                         norm=norm if directions is None else "given", ignore=ignore, seed=seed,
+                         orthogonal=orthogonal, bn=info.get("bn", bn), batch_size=batch_size, chunk=info.get("chunk"),
+                         loss_fn=getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn else "cross_entropy")
+    return LandscapeResult(settings=settings, x=x, y=y, loss=loss, accuracy=acc,
+                           origin=theta.detach().cpu().numpy(), directions=d.detach().cpu().numpy(),
+                           trajectory=None if trajectory is None else np.asarray(trajectory, dtype=float))
+
+
+def line(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None, *, steps: int = 51,
+         span: Any = 1.0, direction: Any = None, norm: str = "filter", ignore: Optional[str] = "biasbn",
+         seed: int = 0, bn: str = "eval", train_data: Any = None, batch_size: int = 1024,
+         chunk: Optional[int] = None, device: DeviceLike = "auto", progress: ProgressLike = True) -> LandscapeResult:
+    """A 1-D loss curve ``L(theta* + x d)`` for ``x`` on ``[-span, span]`` (or ``span=(lo, hi)``)."""
+    splits = as_splits(data)
+    dev = resolve_device(device)
+    lo, hi = (-float(span), float(span)) if not isinstance(span, (tuple, list)) else map(float, span)
+    x = _axis(steps, lo, hi, "steps")
+    theta, spec = flatten(model)
+    d = _directions_for(model, 1, direction, norm, ignore, seed, False)
+    coef = torch.as_tensor(x[:, None], dtype=theta.dtype, device=theta.device)
+    thetas = theta[None] + coef @ d
+    info: Dict[str, Any] = {}
+    loss, acc = _evaluate_splits(model, thetas, splits, loss_fn, bn=bn, train_data=train_data,
+                                 batch_size=batch_size, chunk=chunk, device=dev, progress=progress, info=info)
+    settings = _settings(model, splits, dev, kind="line", steps=len(x), span=[lo, hi],
+                         norm=norm if direction is None else "given", ignore=ignore, seed=seed,
+                         bn=info.get("bn", bn), batch_size=batch_size, chunk=info.get("chunk"),
+                         loss_fn=getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn else "cross_entropy")
+    return LandscapeResult(settings=settings, x=x, loss=loss, accuracy=acc, origin=theta.detach().cpu().numpy(),
+                           directions=d.detach().cpu().numpy())
+
+
+def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None, *,
+                steps: int = 41, span: Tuple[float, float] = (-0.5, 1.5), bn: str = "interpolate",
+                train_data: Any = None, batch_size: int = 1024, chunk: Optional[int] = None,
+                device: DeviceLike = "auto", progress: ProgressLike = True) -> LandscapeResult:
+    """Loss along ``theta(a) = (1 - a) theta_A + a theta_B`` for ``a`` on ``span`` (default ``[-0.5, 1.5]``).
+
+    BatchNorm running statistics: ``bn="interpolate"`` (linear in ``a`` like the weights, extrapolated
+    outside ``[0, 1]``) or ``"reset"`` (recomputed at every ``a`` on ``train_data``, default the first
+    split).  The default 41 steps on ``[-0.5, 1.5]`` put ``a = 0`` and ``a = 1`` on the grid.
+    """
+    splits = as_splits(data)
+    dev = resolve_device(device)
+    ta, spec_a = flatten(model_a)
+    tb, spec_b = flatten(model_b)
+    if spec_a.names != spec_b.names or spec_a.shapes != spec_b.shapes:
+        diff = [(n, a, b) for n, a, b in zip(spec_a.names, spec_a.shapes, spec_b.shapes) if a != b][:3]
+        raise ValueError("model_a and model_b have different architectures "
+                         f"({len(spec_a.names)} vs {len(spec_b.names)} parameters; first differences {diff}); "
+                         "interpolate two models of the same architecture")
+    if bn not in ("interpolate", "reset"):
+        raise ValueError(f"bn={bn!r}; choose 'interpolate' or 'reset'")
+    lo, hi = map(float, span)
+    a = _axis(steps, lo, hi, "steps")
+    d = (tb.to(ta.device) - ta)[None]
+    coef = torch.as_tensor(a[:, None], dtype=ta.dtype, device=ta.device)
+    thetas = ta[None] + coef @ d
+    buffers = None
+    has_bn = has_batchnorm(model_a)
+    if has_bn and bn == "interpolate":
+        ba = dict(model_a.named_buffers())
+        bb = dict(model_b.named_buffers())
+        buffers = {}
+        for k, va in ba.items():
+            if va.is_floating_point():
+                vb = bb[k].to(va.device)
+                at = torch.as_tensor(a, dtype=va.dtype, device=va.device).view(-1, *([1] * va.dim()))
+                buffers[k] = va[None] + at * (vb - va)[None]
+    info: Dict[str, Any] = {}
+    loss, acc = _evaluate_splits(model_a, thetas, splits, loss_fn, bn="reset" if bn == "reset" else "eval",
+                                 train_data=train_data if train_data is not None else next(iter(splits.values())),
+                                 batch_size=batch_size, chunk=chunk, device=dev, progress=progress, buffers=buffers,
+                                 info=info)
+    settings = _settings(model_a, splits, dev, kind="interpolation", steps=len(a), span=[lo, hi],
+                         bn=bn if has_bn else "none", batch_size=batch_size, chunk=info.get("chunk"),
+                         loss_fn=getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn else "cross_entropy")
+    return LandscapeResult(settings=settings, x=a, loss=loss, accuracy=acc, origin=ta.detach().cpu().numpy(),
+                           directions=d.detach().cpu().numpy())
+
+
+def evaluate_at(model: nn.Module, result: LandscapeResult, coords: Any, data: Any, loss_fn: Optional[Callable] = None,
+                *, bn: str = "eval", batch_size: int = 1024, device: DeviceLike = "auto") -> Dict[str, np.ndarray]:
+    """Re-evaluate ``model``'s architecture at coordinates ``coords`` (``(P, k)``) of a result's map."""
+    c = np.atleast_2d(np.asarray(coords, dtype=float))
+    k = result.directions.shape[0]
+    if c.shape[1] != k:
+        raise ValueError(f"coords has {c.shape[1]} columns; this result has {k} direction(s)")
+    thetas = torch.as_tensor(result.origin[None] + c @ result.directions, dtype=torch.float32)
+    return evaluate_points(model, thetas, data, loss_fn, batch_size=batch_size, bn=bn, device=device)
