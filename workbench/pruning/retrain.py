@@ -31,7 +31,8 @@ def _check_mask(model: nn.Module, mask: Mask) -> None:
             raise ValueError(f"mask names a parameter the model lacks: {n!r}; the mask belongs to "
                              "another architecture")
         if tuple(m.shape) != tuple(named[n].shape):
-            raise ValueError(f"mask[{n!r}] has shape {tuple(m.shape)}, the weight {tuple(named[n].shape)}")
+            raise ValueError(f"mask[{n!r}] has shape {tuple(m.shape)} but the weight has "
+                             f"{tuple(named[n].shape)}; the mask belongs to another architecture")
 
 
 def finetune(model: nn.Module, mask: Mask, data: Any, *, epochs: float = 10, lr: float = 0.05,

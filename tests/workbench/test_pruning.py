@@ -1,0 +1,300 @@
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.utils.prune as tprune
+
+from workbench import pruning
+from workbench.data import digits
+from workbench.models import build, train
+from workbench.pruning import figures
+from workbench.results import Result
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small models train fastest on one thread, above all on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data():
+    tr, te = digits()
+    return tr.subset(400, seed=0), te.subset(200, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    torch.manual_seed(0)
+    model = build("mlp", seed=0, hidden=(32, 32))
+    train(model, data[0], epochs=3, progress=False, device="cpu")
+    return model
+
+
+# ------------------------------------------------------------------------------------------------
+# masks
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("density", [0.05, 0.1, 0.37, 1.0])
+def test_layer_mask_exact_density_and_largest_weights(trained, density):
+    model, mask = pruning.prune(trained, density, scope="layer")
+    assert set(mask) == {"layers.0.weight", "layers.1.weight", "head.weight"}
+    named = dict(trained.named_parameters())
+    for name, m in mask.items():
+        w = named[name].detach().abs()
+        k = max(1, round(density * w.numel()))
+        assert int(m.sum()) == k
+        if k < w.numel():  # every kept weight is at least as large as every pruned one
+            assert w[m > 0].min() >= w[m == 0].max()
+        np.testing.assert_array_equal(dict(model.named_parameters())[name].detach(), (named[name] * m).detach())
+    # biases untouched, original model untouched
+    assert torch.equal(model.layers[0].bias, trained.layers[0].bias)
+    assert float((trained.layers[0].weight == 0).float().mean()) < 0.01
+
+
+def test_global_mask_uses_one_threshold(trained):
+    density = 0.1
+    mask = pruning.magnitude_mask(trained, density, scope="global")
+    named = dict(trained.named_parameters())
+    allw = torch.cat([named[n].detach().abs().flatten() for n in mask])
+    allm = torch.cat([mask[n].flatten() for n in mask])
+    assert int(allm.sum()) == round(density * allw.numel())
+    assert pruning.density_of(mask) == pytest.approx(round(density * allw.numel()) / allw.numel())
+    threshold = allw[allm > 0].min()
+    assert allw[allm == 0].max() <= threshold
+    # the global threshold equals the k-th largest magnitude overall
+    k = round(density * allw.numel())
+    assert threshold == torch.sort(allw, descending=True).values[k - 1]
+    # layer densities differ under global scope; under layer scope they are all equal
+    dens = pruning.layer_densities(mask)
+    assert max(dens.values()) - min(dens.values()) > 0.02
+    layer = pruning.layer_densities(pruning.magnitude_mask(trained, density, scope="layer"))
+    assert max(layer.values()) - min(layer.values()) < 0.002
+
+
+def test_ties_broken_exactly():
+    lin = nn.Linear(10, 10, bias=False)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+    mask = pruning.magnitude_mask(lin, 0.3)
+    assert int(mask["weight"].sum()) == 30
+
+
+def test_torch_prune_compatibility(trained):
+    model, mask = pruning.prune(trained, 0.2, scope="global")
+    tp = pruning.to_torch_prune(copy.deepcopy(trained), mask)
+    assert tprune.is_pruned(tp)
+    x = torch.randn(7, 64)
+    torch.testing.assert_close(tp(x), model(x))
+    back = pruning.from_torch_prune(tp)
+    assert back.keys() == mask.keys() and all(torch.equal(back[k], mask[k]) for k in mask)
+    # and a mask made by torch's own l1_unstructured reads back at the same density
+    ref = copy.deepcopy(trained)
+    tprune.l1_unstructured(ref.layers[0], "weight", amount=0.75)
+    ours = pruning.magnitude_mask(trained, 0.25, parameters=["layers.0.weight"])
+    assert torch.equal(pruning.from_torch_prune(ref)["layers.0.weight"], ours["layers.0.weight"])
+
+
+def test_bad_input_errors(trained):
+    with pytest.raises(ValueError, match="density=0"):
+        pruning.prune(trained, 0.0)
+    with pytest.raises(ValueError, match="scope='row'"):
+        pruning.prune(trained, 0.5, scope="row")
+    other = build("mlp", hidden=(16,))
+    mask = pruning.magnitude_mask(trained, 0.5)
+    with pytest.raises(ValueError, match="another architecture|lacks"):
+        pruning.finetune(other, mask, digits()[0], epochs=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# retraining and baselines
+# ------------------------------------------------------------------------------------------------
+def test_pruned_weights_stay_zero_through_retraining(trained, data):
+    model, mask = pruning.prune(trained, 0.1, scope="global")
+    out = pruning.finetune(model, mask, data[0], epochs=2, lr=0.1, seed=3, device="cpu")
+    named = dict(out.named_parameters())
+    changed = False
+    for n, m in mask.items():
+        assert torch.all(named[n][m == 0] == 0)
+        changed |= not torch.equal(named[n][m > 0], dict(model.named_parameters())[n][m > 0])
+    assert changed
+    # seeded: the same seed gives the same weights
+    again = pruning.finetune(model, mask, data[0], epochs=2, lr=0.1, seed=3, device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(out.state_dict().values(), again.state_dict().values()))
+
+
+def test_scratch_baselines_and_iterative(trained, data):
+    model, mask = pruning.prune(trained, 0.25)
+    assert pruning.scratch_b_factor(trained, mask) == pytest.approx(
+        sum(p.numel() for p in trained.parameters())
+        / (sum(p.numel() for p in trained.parameters()) - sum(float((m == 0).sum()) for m in mask.values())))
+    assert pruning.scratch_b_factor(trained, mask, max_factor=1.5) == 1.5
+    s = pruning.scratch(trained, mask, data[0], budget="E", epochs=1, seed=1, device="cpu")
+    fresh = pruning.reinitialize(trained, seed=1)
+    assert not torch.equal(fresh.layers[0].weight, trained.layers[0].weight)
+    for n, m in mask.items():
+        assert torch.all(dict(s.named_parameters())[n][m == 0] == 0)
+    res = pruning.compare_baselines(trained, mask, data[0], data[1], epochs=1, max_factor=2.0,
+                                    progress=False, device="cpu")
+    frame = res.to_frame()
+    assert list(frame["method"]) == ["fine-tune", "scratch-E", "scratch-B"]
+    assert list(frame["epochs"]) == [1, 1, 2.0]
+    assert frame["test_error"].between(0, 1).all()
+    init = build("mlp", seed=0, hidden=(32, 32)).state_dict()
+    it = pruning.iterative_prune(trained, data[0], 0.125, rounds=3, rewind_to=init, epochs=1, device="cpu",
+                                 test_data=data[1])
+    np.testing.assert_allclose(it.history["density"], [0.5, 0.25, 0.125], atol=2e-3)
+    assert pruning.density_of(it.mask) == pytest.approx(0.125, abs=2e-3)
+    for n, m in it.mask.items():
+        assert torch.all(dict(it.model.named_parameters())[n][m == 0] == 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# CKA and mc
+# ------------------------------------------------------------------------------------------------
+def test_linear_cka_identities():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 12))
+    assert pruning.linear_cka(X, X) == pytest.approx(1.0, abs=1e-12)
+    Q, _ = np.linalg.qr(rng.normal(size=(12, 12)))
+    assert pruning.linear_cka(X, 3.7 * X @ Q) == pytest.approx(1.0, abs=1e-12)
+    Y = rng.normal(size=(200, 5))
+    base = pruning.linear_cka(X, Y)
+    assert pruning.linear_cka(X @ Q * 0.2, Y * 9.0) == pytest.approx(base, abs=1e-12)
+    assert 0 <= base < 0.3
+    # closed form against the n x n Gram formulation (HSIC with the centring matrix)
+    H = np.eye(200) - 1 / 200
+    K, L = H @ X @ X.T @ H, H @ Y @ Y.T @ H
+    assert base == pytest.approx(np.sum(K * L) / (np.linalg.norm(K) * np.linalg.norm(L)), rel=1e-10)
+    # wide case (features > examples) takes the Gram path and agrees
+    Xw, Yw = rng.normal(size=(20, 50)), rng.normal(size=(20, 30))
+    Hs = np.eye(20) - 1 / 20
+    Kw, Lw = Hs @ Xw @ Xw.T @ Hs, Hs @ Yw @ Yw.T @ Hs
+    assert pruning.linear_cka(Xw, Yw) == pytest.approx(np.sum(Kw * Lw) / np.linalg.norm(Kw) / np.linalg.norm(Lw))
+    # the centred CKA ignores a translation
+    assert pruning.linear_cka(X + 5.0, Y) == pytest.approx(base, abs=1e-12)
+    with pytest.raises(ValueError, match="same examples"):
+        pruning.linear_cka(X, Y[:10])
+
+
+def test_signed_mc_definition():
+    assert pruning.signed_mc([0.1, 0.3, 0.1]) == pytest.approx(-0.2)  # a barrier
+    assert pruning.signed_mc([0.2, 0.05, 0.1, 0.4]) == pytest.approx(0.3 - 0.05)  # largest |deviation| wins
+    assert pruning.signed_mc([0.4, 0.1, 0.2]) == pytest.approx(0.2)  # better than the ends
+    assert pruning.signed_mc([0.2, 0.2, 0.2]) == 0.0
+
+
+def test_interpolation_curve_ends_and_bn_reset(data):
+    a = build("resnet", seed=0, width=4)
+    b = build("resnet", seed=1, width=4)
+    tr, te = digits(image=True)
+    small = tr.subset(128, seed=0)
+    train(a, small, epochs=1, progress=False, device="cpu")
+    train(b, small, epochs=1, progress=False, device="cpu", seed=1)
+    curve = pruning.interpolation_curve(a, b, small, points=5, bn="interpolate", device="cpu")
+    from workbench.models import evaluate
+    assert curve["loss"].iloc[0] == pytest.approx(evaluate(a, small, device="cpu")["loss"], rel=1e-5)
+    assert curve["loss"].iloc[-1] == pytest.approx(evaluate(b, small, device="cpu")["loss"], rel=1e-5)
+    # reset: the running stats at alpha=0 equal the exact batch statistics of the data
+    probe = copy.deepcopy(a)
+    pruning.reset_batchnorm(probe, small, batch_size=1000, device="cpu")
+    with torch.no_grad():
+        x = torch.relu  # noqa: F841
+        z = probe.conv1(small.X)
+    torch.testing.assert_close(probe.bn1.running_mean, z.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    mc, frame, engine = pruning.mode_connectivity(a, b, small, points=5, engine="builtin", device="cpu")
+    assert engine == "builtin" and mc == pytest.approx(pruning.signed_mc(frame["error"]))
+
+
+# ------------------------------------------------------------------------------------------------
+# classifier and regime map
+# ------------------------------------------------------------------------------------------------
+def synthetic_grid(rng, noise=0.01):
+    values, dens = [1, 3, 10, 30], [0.02, 0.05, 0.1, 0.3]
+    rows, truth = [], []
+    for i, v in enumerate(values):
+        for j, d in enumerate(dens):
+            if j == 0 and i >= 2:  # cold and sparse: barrier
+                label, mc, cka = "I", -0.2, 0.9
+            elif i + j >= 4:
+                label, mc, cka = "II-B", 0.0, 0.99
+            else:
+                label, mc, cka = "II-A", 0.01, 0.9
+            rows.append(dict(value=v, density=d, mc=mc + rng.normal(0, noise / 3), cka=cka + rng.normal(0, 0.003),
+                             train_error_std=noise, test_error=0.1))
+            truth.append(label)
+    return pd.DataFrame(rows), truth
+
+
+def test_classifier_on_synthetic_grid():
+    frame, truth = synthetic_grid(np.random.default_rng(0))
+    out, th = pruning.classify_regimes(frame)
+    assert list(out["regime"]) == truth
+    assert th["mc_noise"] == pytest.approx(0.01) and th["mc"] == pytest.approx(-0.02)
+    assert th["cka_rule"] == "otsu" and 0.9 < th["cka"] < 0.99
+    assert (out["confidence"] > 0.9).all()
+    # a cell right on the mc boundary gets confidence ~ 1/2
+    edge = frame.copy()
+    edge.loc[0, "mc"] = th["mc"]
+    e_out, _ = pruning.classify_regimes(edge)
+    assert e_out.loc[0, "confidence"] == pytest.approx(0.5, abs=0.01)
+    # larger seed-to-seed spread: the same barrier is no longer "clearly" negative
+    noisy = frame.assign(train_error_std=0.15)
+    n_out, _ = pruning.classify_regimes(noisy)
+    assert not (n_out["regime"] == "I").any()
+    # one CKA level only: no otsu split, the fallback threshold is used
+    flat = frame.assign(cka=0.99)
+    f_out, f_th = pruning.classify_regimes(flat)
+    assert f_th["cka_rule"] == "fallback" and set(f_out["regime"]) == {"I", "II-B"}
+    # a given threshold is used as is
+    g_out, g_th = pruning.classify_regimes(frame, cka_threshold=0.95)
+    assert g_th["cka"] == 0.95 and list(g_out["regime"]) == truth
+
+
+def test_regime_map_small_grid_store_and_figures(data, tmp_path):
+    kw = dict(model=build("mlp", seed=0, hidden=(32, 32)), data=data[0], test_data=data[1], knob="epochs",
+              values=[1, 4], densities=[0.05, 0.5], retrain_epochs=1, points=5, threads=1, device="cpu",
+              engine="builtin", progress=False)
+    res = pruning.regime_map(store=tmp_path / "store", **kw)
+    frame = res.to_frame()
+    assert len(frame) == 4 and set(frame["regime"]) <= {"I", "II-A", "II-B"}
+    assert frame["confidence"].between(0.5, 1.0).all()
+    assert frame["density_actual"].to_numpy() == pytest.approx([0.05, 0.5, 0.05, 0.5], abs=2e-3)
+    assert frame["cka"].between(0, 1 + 1e-9).all() and frame["test_error"].between(0, 1).all()
+    assert list(res.dense["epochs"]) == [1.0, 4.0]
+    assert res.dense["test_error"].iloc[1] < res.dense["test_error"].iloc[0]
+    # resumed from the store: identical numbers
+    again = pruning.regime_map(store=tmp_path / "store", **kw)
+    pd.testing.assert_frame_equal(again.to_frame(), frame)
+    # save / load round trip
+    path = res.save(tmp_path / "map")
+    back = Result.load(path)
+    pd.testing.assert_frame_equal(back.to_frame(), frame, check_dtype=False)
+    assert back.thresholds["cka_rule"] == res.thresholds["cka_rule"]
+    for metric in ("test_error", "mc", "cka"):
+        fig = figures.metric_heatmap(res, metric)
+        assert np.asarray(fig.data[0].z).shape == (2, 2)
+    fig = figures.regime_figure(res)
+    assert fig.data[0].type == "heatmap"
+    with pytest.raises(ValueError, match="knob='temperature'"):
+        pruning.regime_map(knob="temperature", **{k: v for k, v in kw.items() if k != "knob"})
+    with pytest.raises(ValueError, match="two or more"):
+        pruning.regime_map(seeds=[0], **kw)
+
+
+def test_regime_boundaries_figure_draws_edges_between_regimes():
+    frame, truth = synthetic_grid(np.random.default_rng(1))
+    out, th = pruning.classify_regimes(frame)
+    res = pruning.RegimeMapResult(settings={"knob": "epochs"}, frame=out, thresholds=th)
+    fig = figures.regime_figure(res)
+    edges = figures.regime_boundaries(res)
+    # count the adjacent pairs with different labels in the truth grid (4 x 4, row-major)
+    grid = np.array(truth).reshape(4, 4)
+    expected = int((grid[:, 1:] != grid[:, :-1]).sum() + (grid[1:, :] != grid[:-1, :]).sum())
+    assert len(edges) == expected
+    assert any(t.mode == "lines" for t in fig.data[1:])
