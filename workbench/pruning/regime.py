@@ -283,7 +283,8 @@ def regime_map(model: Union[str, nn.Module] = "mlp", data: Any = None, test_data
     store, executor : passed to :func:`workbench.sweep.run` (resumable cells; Dask for several machines).
     engine : mc computation, ``"auto"`` (``workbench.connectivity`` when installed), ``"builtin"`` or
         ``"connectivity"``.
-    threads : torch CPU threads inside each cell (1 is fastest for small models on a busy machine).
+    threads : torch CPU threads for the run and inside each cell (1 is fastest for small models on a busy
+        machine); restored afterwards.
     """
     if knob not in KNOBS:
         raise ValueError(f"knob={knob!r}; choose one of {KNOBS}")
@@ -297,6 +298,23 @@ def regime_map(model: Union[str, nn.Module] = "mlp", data: Any = None, test_data
     for d in densities:
         if not 0 < d <= 1:
             raise ValueError(f"densities: {d} is not in (0, 1]; densities are fractions of weights kept")
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return _regime_map(model, data, test_data, knob=knob, values=values, densities=densities, scope=scope,
+                           seeds=seeds, dense_epochs=dense_epochs, dense_lr=dense_lr,
+                           dense_batch_size=dense_batch_size, retrain_epochs=retrain_epochs, lr=lr,
+                           batch_size=batch_size, points=points, mc_sigmas=mc_sigmas,
+                           cka_threshold=cka_threshold, store=store, executor=executor, engine=engine,
+                           threads=threads, device=device, seed=seed, progress=progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _regime_map(model, data, test_data, *, knob, values, densities, scope, seeds, dense_epochs, dense_lr,
+                dense_batch_size, retrain_epochs, lr, batch_size, points, mc_sigmas, cka_threshold, store,
+                executor, engine, threads, device, seed, progress) -> RegimeMapResult:
     dev = resolve_device(device)
     train_ds, test_ds = _resolve_data(model, data, test_data, seed)
     if isinstance(model, str):

@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+import torch
+
+from widgets.pruning import PruningPanel, parse_list
+from workbench.data import digits
+from workbench.pruning import REGIMES
+
+
+@pytest.fixture(scope="module")
+def small():
+    tr, te = digits()
+    return tr.subset(300, seed=0), te.subset(150, seed=0)
+
+
+def test_parse_list():
+    assert parse_list("1, 3;10", "v", int) == [1, 3, 10]
+    with pytest.raises(ValueError, match="densities: 'a, b'"):
+        parse_list("a, b", "densities")
+
+
+def test_panel_runs_and_draws(small):
+    before = torch.get_num_threads()
+    p = PruningPanel(data=small[0], test_data=small[1], values="1, 3", densities="0.1, 0.5",
+                     retrain_epochs=1, points=5)
+    try:
+        p.run_button.click()
+        p.wait(300)
+    finally:
+        torch.set_num_threads(before)
+    assert p.error is None, p.error_area.value
+    frame = p.result.to_frame()
+    assert len(frame) == 4 and set(frame["regime"]) <= set(REGIMES)
+    assert np.asarray(p.figures["mc"].data[0].z).shape == (2, 2)
+    np.testing.assert_allclose(np.asarray(p.figures["cka"].data[0].z, dtype=float),
+                               p.result.pivot("cka").to_numpy(), rtol=1e-12)
+    assert p.figures["regime"].data[0].type == "heatmap" and "<table" in p.table.value
+    assert p.progress.value == 1.0
+
+
+def test_panel_knob_defaults_and_bad_input(small):
+    p = PruningPanel(data=small[0], test_data=small[1], background=False)
+    p.widgets["knob"].value = "batch_size"
+    assert p.widgets["values"].value == "256, 64, 16"
+    p.widgets["densities"].value = "0.1, 2"
+    p.run()
+    assert isinstance(p.error, ValueError) and "densities" in p.error_area.value
