@@ -497,7 +497,8 @@ def _moved(w: torch.Tensor, axis: int, n: int, block: int) -> torch.Tensor:
 def _assign(cost: torch.Tensor) -> np.ndarray:
     from scipy.optimize import linear_sum_assignment
 
-    _, col = linear_sum_assignment(to_numpy(cost).astype(np.float64), maximize=True)
+    c = to_numpy(cost)
+    _, col = linear_sum_assignment(c if c.dtype == np.float64 else c.astype(np.float64), maximize=True)
     return col
 
 
@@ -516,6 +517,7 @@ def weight_matching(params_a: Dict[str, torch.Tensor], params_b: Dict[str, torch
     names = sorted(spec.sizes)
     rng = np.random.default_rng(seed)
     history: List[Dict[str, Any]] = []
+    moved_a: Dict[Tuple[str, int], torch.Tensor] = {}
     with Progress(max_iter, "weight matching", progress) as bar:
         for it in range(max_iter):
             improved = False
@@ -524,7 +526,9 @@ def weight_matching(params_a: Dict[str, torch.Tensor], params_b: Dict[str, torch
                 cost = None
                 for k, i in p2a[p]:
                     blk = spec.blocks.get((k, i), 1)
-                    wa = _moved(params_a[k], i, n, blk)
+                    if (k, i) not in moved_a:  # A never changes: move its axes once
+                        moved_a[(k, i)] = _moved(params_a[k], i, n, blk).contiguous()
+                    wa = moved_a[(k, i)]
                     wb = params_b[k]
                     ax = spec.axes[k]
                     for j, q in enumerate(ax):
@@ -535,8 +539,8 @@ def weight_matching(params_a: Dict[str, torch.Tensor], params_b: Dict[str, torch
                     cost = term if cost is None else cost + term
                 if cost is None:
                     continue
-                new = _assign(cost)
                 c = to_numpy(cost).astype(np.float64)
+                new = _assign(c)
                 old_l = float(c[np.arange(n), perms[p]].sum())
                 new_l = float(c[np.arange(n), new].sum())
                 history.append({"iteration": it, "perm": str(p), "before": old_l, "after": new_l})
