@@ -8,9 +8,14 @@ of a stated baseline (:func:`search`).  Representation ID: :func:`twonn`, :func:
 from .projections import (DenseProjection, FastfoodProjection, Projection, SparseProjection, fwht, hadamard,
                           make_projection, next_pow2, projection_memory)
 from .subspace import SubspaceModel, SubspaceResult, num_parameters, subspace_model, subspace_train
+from .search import SearchResult, TrialCache, search
+from .estimators import IDEstimate, ProfileResult, activations, estimate, knn, mle, profile, twonn
+from . import figures
 
 __all__ = [
     "DenseProjection", "FastfoodProjection", "Projection", "SparseProjection", "fwht", "hadamard",
     "make_projection", "next_pow2", "projection_memory",
     "SubspaceModel", "SubspaceResult", "num_parameters", "subspace_model", "subspace_train",
+    "SearchResult", "TrialCache", "search",
+    "IDEstimate", "ProfileResult", "activations", "estimate", "knn", "mle", "profile", "twonn", "figures",
 ]
