@@ -135,15 +135,23 @@ _REDUCIBLE = (F.cross_entropy, F.mse_loss, F.nll_loss, F.binary_cross_entropy_wi
 
 
 def batch_loss_sum(loss_fn: Callable, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Sum of the per-example losses of one batch, for a mean-reducing ``loss_fn``.
+    """Sum over the batch's examples of the loss, so that the total over the data divided by ``N`` is
+    exactly what the mean-reducing ``loss_fn`` gives on the whole data set at once (for ``mse_loss`` on
+    ``C`` outputs: the mean over all ``N * C`` elements).
 
     Functional losses of ``torch.nn.functional`` are called with ``reduction="sum"``; a loss module
     (``nn.CrossEntropyLoss()``) follows its ``reduction``; any other callable is assumed to return the
     batch mean and is multiplied by the batch size.
     """
-    if loss_fn in _REDUCIBLE:
-        return loss_fn(out, y, reduction="sum")
     n = y.shape[0] if y.dim() else out.shape[0]
+    if loss_fn in _REDUCIBLE:
+        total = loss_fn(out, y, reduction="sum")
+        # "mean" divides by the number of loss elements; scale so that sum / N is that same mean
+        if loss_fn in (F.cross_entropy, F.nll_loss):
+            elements = y.numel() if not y.is_floating_point() else n
+        else:
+            elements = out.numel()
+        return total * (n / elements) if elements != n else total
     if isinstance(loss_fn, nn.modules.loss._Loss):
         value = loss_fn(out, y)
         return value if loss_fn.reduction == "sum" else value * n
