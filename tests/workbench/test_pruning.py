@@ -298,3 +298,20 @@ def test_regime_boundaries_figure_draws_edges_between_regimes():
     expected = int((grid[:, 1:] != grid[:, :-1]).sum() + (grid[1:, :] != grid[:-1, :]).sum())
     assert len(edges) == expected
     assert any(t.mode == "lines" for t in fig.data[1:])
+
+
+def test_mc_agrees_with_connectivity_barrier_without_batchnorm(data):
+    pytest.importorskip("workbench.connectivity")
+    tr = data[0]
+    base = build("mlp", seed=0, hidden=(32, 32))
+    train(base, tr, epochs=1, progress=False, device="cpu")
+    pruned, mask = pruning.prune(base, 0.1)
+    a = pruning.finetune(pruned, mask, tr, epochs=1, lr=0.2, seed=0, device="cpu")
+    b = pruning.finetune(pruned, mask, tr, epochs=1, lr=0.2, seed=1, device="cpu")
+    mc1, f1, e1 = pruning.mode_connectivity(a, b, tr, train_data=tr, points=9, engine="builtin", device="cpu")
+    mc2, f2, e2 = pruning.mode_connectivity(a, b, tr, train_data=tr, points=9, engine="connectivity", device="cpu")
+    assert (e1, e2) == ("builtin", "connectivity")
+    common = f2[f2["alpha"].round(9).isin(f1["alpha"].round(9))]
+    np.testing.assert_allclose(common["error"].to_numpy(), f1["error"].to_numpy(), atol=1e-12)
+    assert mc1 == pytest.approx(pruning.signed_mc(f1["error"]))
+    assert mc2 == pytest.approx(pruning.signed_mc(f2["error"]))

@@ -100,11 +100,15 @@ def mode_connectivity(model_a: nn.Module, model_b: nn.Module, data: Any, *, poin
             if engine == "connectivity":
                 raise
         else:
-            res = barrier(model_a, model_b, data, points=points, bn="reset", train_data=train_data,
-                          device=device, progress=False)
+            kw = dict(points=points, bn="reset", train_data=train_data, device=device, progress=False)
+            try:  # evaluate the path once, on the data given, labelled as the training split
+                res = barrier(model_a, model_b, data, split="train", evaluate_train=False, **kw)
+            except TypeError:  # the agreed minimal signature
+                res = barrier(model_a, model_b, data, **kw)
             frame = res.to_frame()
             if "split" in frame.columns and frame["split"].nunique() > 1:
-                frame = frame[frame["split"] == frame["split"].iloc[0]]
+                frame = frame[frame["split"] == ("train" if (frame["split"] == "train").any()
+                                                 else frame["split"].iloc[0])]
             frame = frame.sort_values("alpha").reset_index(drop=True)
             return signed_mc(frame["error"].to_numpy()), frame, "connectivity"
     frame = interpolation_curve(model_a, model_b, data, points=points, bn="reset", train_data=train_data,
