@@ -235,7 +235,12 @@ def test_classifier_on_synthetic_grid():
     frame, truth = synthetic_grid(np.random.default_rng(0))
     out, th = pruning.classify_regimes(frame)
     assert list(out["regime"]) == truth
-    assert th["mc_noise"] == pytest.approx(0.01) and th["mc"] == pytest.approx(-0.02)
+    assert th["mc_noise"] == pytest.approx(0.01 / 0.6745) and th["mc"] == pytest.approx(-0.02 / 0.6745)
+    rms = pruning.classify_regimes(frame.assign(train_error_std=[0.01, 0.03] * 8), noise="rms")[1]
+    assert rms["mc_noise"] == pytest.approx(np.sqrt((0.01 ** 2 + 0.03 ** 2) / 2))
+    # the median rule ignores a few cells whose retraining failed
+    wild = frame.assign(train_error_std=[0.01] * 14 + [0.5, 0.5])
+    assert pruning.classify_regimes(wild)[1]["mc_noise"] == pytest.approx(0.01 / 0.6745)
     assert th["cka_rule"] == "otsu" and 0.9 < th["cka"] < 0.99
     assert (out["confidence"] > 0.9).all()
     # a cell right on the mc boundary gets confidence ~ 1/2

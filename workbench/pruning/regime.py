@@ -96,14 +96,16 @@ def _otsu(values: np.ndarray) -> Optional[float]:
 
 def classify_regimes(frame: pd.DataFrame, *, mc_sigmas: float = 2.0,
                      cka_threshold: Union[str, float] = "auto", cka_separation: float = 2.0,
-                     cka_fallback: float = 0.95, min_noise: float = 1e-3) -> tuple:
+                     cka_fallback: float = 0.95, min_noise: float = 1e-3, noise: str = "median") -> tuple:
     """Classify every cell as I / II-A / II-B; returns ``(frame with regime + confidence, thresholds)``.
 
     ``frame`` needs columns ``mc``, ``cka`` and the seed-to-seed spread ``train_error_std`` (standard
     deviation of the retrained copies' training error in that cell; optional ``cka_std``).
 
-    * Noise of mc: ``sigma_mc`` = pooled seed-to-seed spread ``sqrt(mean(train_error_std^2))`` (at least
-      ``min_noise``).  A cell is poorly connected (I) when ``mc < -mc_sigmas * sigma_mc``.
+    * Noise of mc: ``sigma_mc`` = the seed-to-seed spread of the training error pooled over cells:
+      ``median(train_error_std) / 0.6745`` (robust to a few cells where retraining failed; ``noise="rms"``
+      gives ``sqrt(mean(train_error_std^2))``), at least ``min_noise`` (the regime map passes one
+      training example, ``1 / n_train``).  A cell is poorly connected (I) when ``mc < -mc_sigmas * sigma_mc``.
     * CKA threshold: given, or ``"auto"``: the two-group (Otsu) split of the well-connected cells' CKA,
       used when the group means are more than ``cka_separation`` pooled within-group standard deviations
       apart (else ``cka_fallback``).  ``sigma_cka`` = that within-group spread, or the pooled ``cka_std``,
@@ -120,7 +122,13 @@ def classify_regimes(frame: pd.DataFrame, *, mc_sigmas: float = 2.0,
     cka = out["cka"].to_numpy(float)
     spread = out["train_error_std"].to_numpy(float) if "train_error_std" in out else np.zeros_like(mc)
     spread = spread[np.isfinite(spread)]
-    sigma_mc = max(float(np.sqrt(np.mean(spread ** 2))) if spread.size else 0.0, float(min_noise))
+    if noise == "median":  # robust: for two seeds the std is sigma |Z|, whose median is 0.6745 sigma
+        raw = float(np.median(spread)) / 0.6745 if spread.size else 0.0
+    elif noise == "rms":
+        raw = float(np.sqrt(np.mean(spread ** 2))) if spread.size else 0.0
+    else:
+        raise ValueError(f"noise={noise!r}; choose 'median' (robust) or 'rms'")
+    sigma_mc = max(raw, float(min_noise))
     t_mc = -float(mc_sigmas) * sigma_mc
     poor = mc < t_mc
     conf_mc = _phi(np.abs(mc - t_mc) / sigma_mc)
@@ -152,7 +160,7 @@ def classify_regimes(frame: pd.DataFrame, *, mc_sigmas: float = 2.0,
     regime = np.where(poor, "I", np.where(cka >= t_cka, "II-B", "II-A"))
     out["regime"] = regime
     out["confidence"] = np.where(poor, conf_mc, conf_mc * conf_cka)
-    thresholds = dict(mc=t_mc, mc_noise=sigma_mc, mc_sigmas=float(mc_sigmas), cka=t_cka, cka_noise=sigma_cka,
+    thresholds = dict(mc=t_mc, mc_noise=sigma_mc, noise_rule=noise, mc_sigmas=float(mc_sigmas), cka=t_cka, cka_noise=sigma_cka,
                       cka_rule=rule)
     return out, thresholds
 
@@ -347,7 +355,8 @@ def _regime_map(model, data, test_data, *, knob, values, densities, scope, seeds
     frame = pd.DataFrame(rows)
     dense_err = dict(zip([str(v) for v in values], dense_rows))
     frame["dense_test_error"] = [dense_err[str(v)] for v in frame["value"]]
-    frame, thresholds = classify_regimes(frame, mc_sigmas=mc_sigmas, cka_threshold=cka_threshold)
+    frame, thresholds = classify_regimes(frame, mc_sigmas=mc_sigmas, cka_threshold=cka_threshold,
+                                         min_noise=1.0 / len(train_ds))
     curves = {f"{cell['value']}|{cell['density']}": out["curve"] for cell, out in res.items_by_cell()}
     thresholds["curves"] = curves
     settings = dict(model=model if isinstance(model, str) else type(model).__name__, knob=knob, values=values,
