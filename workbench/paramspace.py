@@ -300,6 +300,14 @@ def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: 
         vmapped_own = vmap(point_fn, in_dims=(0, 0, None, None))
 
         first_x = next(ds_dev.batches(batch_size))[0]
+        try:  # a clear error for data the model cannot take, before any vectorised pass
+            with torch.no_grad():
+                probe = model(first_x[:2])
+                batch_loss_sum(loss_fn, probe, ds_dev.y[:2])
+        except Exception as exc:
+            raise ValueError(f"the model cannot be evaluated on data with X of shape {tuple(ds_dev.X.shape)} and "
+                             f"y of shape {tuple(ds_dev.y.shape)} ({type(exc).__name__}: {exc}); pass data in the "
+                             "shape the model and loss_fn expect") from exc
         if chunk is None:
             p0 = {k: v.to(dev) for k, v in unflatten(theta0, spec).items()}
             chunk_now = auto_chunk(model, spec, first_x, dev, p0, base_buffers, P)

@@ -1,0 +1,65 @@
+import types
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from workbench.data import Dataset
+from widgets.landscape import LandscapePanel
+
+
+def _setup():
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    data = {"train": Dataset(torch.randn(60, 6, generator=g), torch.randint(0, 3, (60,), generator=g), "tr"),
+            "test": Dataset(torch.randn(30, 6, generator=g), torch.randint(0, 3, (30,), generator=g), "te")}
+    return model, data
+
+
+def test_panel_draws_plane_and_inspects_points():
+    model, data = _setup()
+    p = LandscapePanel(model=model, data=data, steps=5, span=0.5, log=False, device="cpu")
+    p.run_button.click()
+    p.wait(60)
+    assert p.error is None, p.error_area.value
+    res = p.result["plane"]
+    contour = p.figures["contour"].data[0]
+    np.testing.assert_allclose(np.asarray(contour.z, dtype=float), res.loss["test"])
+    assert len(p.figures["surface"].data) == 1 and len(p.figures["slices"].data) == 4
+    # clicking a grid point shows its loss and accuracy on both splits
+    got = p.show_point(0.26, -0.24)
+    assert got["train"]["x"] == 0.25 and got["train"]["y"] == -0.25
+    assert got["test"]["loss"] == pytest.approx(res.loss["test"][1, 3])
+    p._on_click(contour, types.SimpleNamespace(xs=[0.0], ys=[0.0], point_inds=[[2, 2]]))
+    assert "x=0.000, y=0.000" in p.point_info.value and "test" in p.point_info.value
+    # colour controls redraw without recomputing: log colour and fixed levels
+    runs = p.runs
+    p.widgets["zmax"].value = 1.0
+    p.widgets["zmin"].value = -1.0
+    p.widgets["log"].value = True
+    assert p.runs == runs
+    z = np.asarray(p.figures["contour"].data[0].z, dtype=float)
+    np.testing.assert_allclose(z, np.log10(res.loss["test"]))
+    assert p.figures["contour"].data[0].contours.start == -1.0
+
+
+def test_panel_hessian_spectrum():
+    model, data = _setup()
+    p = LandscapePanel(model=model, data=data, steps=3, hessian=True, device="cpu", background=False)
+    p.run()
+    assert p.error is None, p.error_area.value
+    eig = p.result["eigen"].eigenvalues
+    assert list(eig) == sorted(eig, reverse=True)
+    spec = p.figures["spectrum"]
+    assert len(spec.data) == 1 and np.trapezoid(spec.data[0].y, spec.data[0].x) == pytest.approx(1.0, abs=0.02)
+
+
+def test_panel_shows_errors():
+    model, data = _setup()
+    p = LandscapePanel(model=model, data=data, steps=3, device="cpu", background=False)
+    p.user_data = {"test": Dataset(torch.randn(5, 4), torch.zeros(5, dtype=torch.long), "bad")}
+    p.run()
+    assert p.status.value == "failed" and isinstance(p.error, ValueError)
+    assert "cannot be evaluated on data with X of shape (5, 4)" in p.error_area.value
