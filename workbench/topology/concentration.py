@@ -222,8 +222,8 @@ def concentration(train: Any, *, val: Any = None, test: Any = None, k: int = 1,
             t_v = _indicator(x)
             for step in range(1, k):
                 x = x @ A
-                s_v = s_v + bk[step] * x
-                t_v = t_v + bk[step] * _indicator(x)
+                s_v = s_v + x * float(bk[step])
+                t_v = t_v + _indicator(x) * float(bk[step])
             for s in active:
                 c = t_v @ N[s]
                 num[s] += xp.asarray(s_v.multiply(c).sum(axis=0)).ravel()
@@ -407,4 +407,4 @@ def walk_concentration(train: Any, *, val: Any = None, test: Any = None, k: int 
                 vals.append(tot / den)
             row[s] = float(np.mean(vals))
         rows.append(row)
-    return pd.DataFrame(rows).set_index("node")
+    return pd.DataFrame(rows, columns=["node", *SPLITS]).set_index("node")
