@@ -54,12 +54,21 @@ def _check_density(density: float) -> float:
 
 
 def _top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """0/1 mask of the ``k`` largest entries of ``scores`` (flat), ties broken by lower index."""
+    """0/1 mask of the ``k`` largest entries of ``scores``, ties at the threshold broken by lower index.
+
+    Linear time: the threshold is the k-th largest value (``kthvalue``), not a full sort.
+    """
     flat = scores.flatten()
-    order = torch.argsort(-flat, stable=True)
-    mask = torch.zeros_like(flat)
-    mask[order[:k]] = 1.0
-    return mask.view_as(scores)
+    n = flat.numel()
+    if k >= n:
+        return torch.ones_like(scores)
+    threshold = torch.kthvalue(flat, n - k + 1).values
+    keep = flat > threshold
+    need = k - int(keep.sum())
+    if need > 0:
+        ties = torch.nonzero(flat == threshold).flatten()[:need]
+        keep[ties] = True
+    return keep.to(scores.dtype).view_as(scores)
 
 
 def magnitude_mask(model: nn.Module, density: float, *, scope: str = "layer",
