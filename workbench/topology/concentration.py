@@ -32,7 +32,7 @@ import scipy.sparse as sps
 from ..backend import DeviceLike, array_module, describe, resolve_device, synchronize, to_numpy
 from ..progress import Progress, ProgressLike
 from ..results import Result
-from .graphs import EdgeSplit, GraphData, as_graph
+from .graphs import EdgeSplit, as_graph
 
 SPLITS = ("train", "val", "test")
 MAX_K = 6

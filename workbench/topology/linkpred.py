@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..backend import DeviceLike, describe, resolve_device
 from ..progress import Progress, ProgressLike
-from .concentration import SPLITS, TCResult, _adjacency, _resolve_splits
+from .concentration import TCResult, _adjacency, _resolve_splits
 from .graphs import EdgeSplit
 
 DEFAULT_KS = (5, 10, 20)
@@ -279,4 +279,4 @@ def distribution_shift(tc: TCResult) -> Dict[str, float]:
 
 
 __all__ = ["GCN", "LinkPredictor", "fit_link_predictor", "node_metrics", "rank_metrics", "correlations",
-           "distribution_shift", "normalized_adjacency", "SPLITS"]
+           "distribution_shift", "normalized_adjacency"]
