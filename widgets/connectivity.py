@@ -17,8 +17,9 @@ class ConnectivityPanel(Panel):
     """Linear mode connectivity between two networks.
 
     The two models are trained in the panel from two seeds on digits (``source="train"``), taken from
-    the cached reference models (``source="reference"``), or passed in (``model_a=``, ``model_b=``,
-    with ``data=`` and ``train_data=``; ``source="given"``).
+    the cached reference models (``source="reference"``), loaded from files written by
+    :func:`workbench.models.save_model` (``source="files"``, evaluated on digits), or passed in
+    (``model_a=``, ``model_b=``, with ``data=`` and ``train_data=``; ``source="given"``).
     """
 
     title = "Linear mode connectivity"
@@ -39,10 +40,14 @@ class ConnectivityPanel(Panel):
     def controls(self) -> Dict[str, ipw.Widget]:
         style = {"description_width": "initial"}
         return {
-            "source": ipw.Dropdown(options=["train", "reference", "given"], value="train", description="models",
+            "source": ipw.Dropdown(options=["train", "reference", "files", "given"], value="train", description="models",
                                    style=style),
             "arch": ipw.Dropdown(options=["mlp", "cnn", "resnet"], value="mlp", description="architecture",
                                  style=style),
+            "path_a": ipw.Text(value="", placeholder="model A file", description="file A",
+                               layout=ipw.Layout(width="220px")),
+            "path_b": ipw.Text(value="", placeholder="model B file", description="file B",
+                               layout=ipw.Layout(width="220px")),
             "seed_a": ipw.IntText(value=0, description="seed A", layout=ipw.Layout(width="130px")),
             "seed_b": ipw.IntText(value=1, description="seed B", layout=ipw.Layout(width="130px")),
             "epochs": ipw.FloatText(value=10, description="epochs", layout=ipw.Layout(width="140px")),
@@ -59,7 +64,7 @@ class ConnectivityPanel(Panel):
                 ipw.HTML("<b>Merged midpoint models</b>"), self.merged_table, self.figures["layers"],
                 self.figures["diagnostics"]]
 
-    def _models(self, progress, source, arch, seed_a, seed_b, epochs):
+    def _models(self, progress, source, arch, seed_a, seed_b, epochs, path_a="", path_b=""):
         if source == "given":
             a, b = self.given
             if a is None:
@@ -67,6 +72,13 @@ class ConnectivityPanel(Panel):
             test, train = self.given_data
             if test is None:
                 raise ValueError("source='given' needs data= (and train_data=) when the panel is created")
+            return a, b, test, train
+        if source == "files":
+            if not path_a or not path_b:
+                raise ValueError("source='files' needs both file A and file B (written by workbench.models.save_model)")
+            a, b = models.load_model(path_a), models.load_model(path_b)
+            arch = getattr(a, "arch", None) or arch
+            train, test = wdata.digits(image=arch != "mlp")
             return a, b, test, train
         train, test = wdata.digits(image=arch != "mlp")
         if source == "reference":
@@ -80,9 +92,9 @@ class ConnectivityPanel(Panel):
             out.append(m)
         return out[0], out[1], test, train
 
-    def compute(self, progress, source, arch, seed_a, seed_b, epochs, points, bn, weight, activation, layerwise,
-                device):
-        a, b, test, train = self._models(progress, source, arch, seed_a, seed_b, epochs)
+    def compute(self, progress, source, arch, path_a, path_b, seed_a, seed_b, epochs, points, bn, weight, activation,
+                layerwise, device):
+        a, b, test, train = self._models(progress, source, arch, seed_a, seed_b, epochs, path_a, path_b)
         methods = [m for m, on in (("weight", weight), ("activation", activation)) if on]
         return lmc.analyze(a, b, test, train_data=train, methods=methods, points=int(points), bn=bn,
                            run_layerwise=bool(layerwise), device=device, progress=progress)

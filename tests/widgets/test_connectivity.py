@@ -47,3 +47,17 @@ def test_panel_errors_are_shown(pair):
     assert "no models were passed" in p.error_area.value
     with pytest.raises(ValueError, match="pass both model_a= and model_b="):
         ConnectivityPanel(model_a=pair[0])
+
+
+def test_panel_loads_model_files(pair, tmp_path):
+    pa = models.save_model(pair[0], tmp_path / "a.pt")
+    pb = models.save_model(pair[1], tmp_path / "b.pt")
+    p = ConnectivityPanel(source="files", path_a=str(pa), path_b=str(pb), points=5, activation=False,
+                          layerwise=False, background=False)
+    p.run()
+    assert p.error is None, p.error_area.value
+    s = p.result.summary()
+    assert s.loc[("weight", "test"), "max_minus_mean"] < s.loc[("original", "test"), "max_minus_mean"]
+    p = ConnectivityPanel(source="files", background=False)
+    p.run()
+    assert "needs both file A and file B" in p.error_area.value
