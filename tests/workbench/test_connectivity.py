@@ -186,6 +186,20 @@ def test_activation_matching_recovers_permutation(digits_flat, trained_mlps):
         lmc.align(a, other, method="nope")
 
 
+@pytest.mark.parametrize("name", ["cnn", "resnet"])
+def test_activation_matching_recovers_permutation_conv_and_residual(name):
+    train, _ = wdata.digits(image=True)
+    sub = train.subset(200)
+    model = models.build(name, seed=0).eval()
+    lmc.reset_bn(model, sub)
+    spec = lmc.permutation_spec(model)
+    perms = spec.random(seed=4)
+    other = lmc.permute(model, perms, spec=spec)
+    res = lmc.align(model, other, method="activation", data=sub, device="cpu")
+    for p in perms:
+        np.testing.assert_array_equal(np.asarray(perms[p])[res.perms[p]], np.arange(spec.sizes[p]))
+
+
 def test_mismatched_architectures_are_clear_errors():
     a = models.build("mlp", seed=0, hidden=(16,))
     b = models.build("mlp", seed=0, hidden=(8,))
