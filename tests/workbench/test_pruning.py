@@ -320,3 +320,16 @@ def test_mc_agrees_with_connectivity_barrier_without_batchnorm(data):
     np.testing.assert_allclose(common["error"].to_numpy(), f1["error"].to_numpy(), atol=1e-12)
     assert mc1 == pytest.approx(pruning.signed_mc(f1["error"]))
     assert mc2 == pytest.approx(pruning.signed_mc(f2["error"]))
+
+
+def test_regime_map_on_dask_matches_local(data):
+    distributed = pytest.importorskip("distributed")
+    kw = dict(data=data[0], test_data=data[1], values=[1, 2], densities=[0.1, 0.5], retrain_epochs=1, points=5,
+              threads=1, progress=False, engine="builtin", device="cpu")
+    local = pruning.regime_map(build("mlp", seed=0, hidden=(32, 32)), **kw)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        remote = pruning.regime_map(build("mlp", seed=0, hidden=(32, 32)), executor=client, **kw)
+    assert remote.settings["executor"] == "dask"
+    cols = ["test_error", "train_error", "mc", "cka", "regime"]
+    pd.testing.assert_frame_equal(remote.to_frame()[cols], local.to_frame()[cols])
