@@ -1,0 +1,368 @@
+import copy
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from workbench import data, models
+from workbench.progress import Cancelled
+from workbench.results import Result
+import workbench.intrinsic_dimension as I
+from workbench.intrinsic_dimension.projections import hadamard, next_pow2
+from workbench.intrinsic_dimension.search import bootstrap_dint
+
+
+# ---------------------------------------------------------------------------- projections
+@pytest.mark.parametrize("L", [1, 2, 8, 64, 1024])
+def test_fwht_is_hadamard_product(L):
+    x = torch.randn(3, L, dtype=torch.float64, generator=torch.Generator().manual_seed(L))
+    H = hadamard(L)
+    assert torch.allclose(H @ H, L * torch.eye(L, dtype=torch.float64))
+    assert torch.equal(H, H.T) and set(H.unique().tolist()) <= {-1.0, 1.0}
+    for block in (2, 4, 256):
+        assert torch.allclose(I.fwht(x, block=block), x @ H, atol=1e-10)
+    with pytest.raises(ValueError, match="power-of-two"):
+        I.fwht(torch.zeros(6))
+
+
+def test_fastfood_matches_its_definition():
+    D, d = 300, 20
+    p = I.FastfoodProjection(D, d, seed=3, device="cpu", dtype=torch.float64)
+    L = next_pow2(D)
+    assert L == 512
+    H = hadamard(L)
+    B = torch.diag(p.B)
+    Pi = torch.eye(L, dtype=torch.float64)[p.perm]  # (Pi v)_i = v[perm[i]]
+    G = torch.diag(p.G)
+    pad = torch.eye(L, d, dtype=torch.float64)
+    full = H @ G @ Pi @ H @ B @ pad
+    expected = full[:D] / (p.G.norm() * math.sqrt(D))
+    assert torch.allclose(p.matrix(), expected, atol=1e-10)
+
+
+def test_fastfood_columns_have_unit_norm():
+    p = I.FastfoodProjection(20000, 32, seed=0, device="cpu")
+    norms = p.matrix().double().norm(dim=0)
+    assert (norms - 1).abs().max() < 0.01
+    # with D a power of two the norms are exactly one
+    q = I.FastfoodProjection(4096, 16, seed=1, device="cpu", dtype=torch.float64)
+    assert torch.allclose(q.matrix().norm(dim=0), torch.ones(16, dtype=torch.float64), atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["fastfood", "dense", "sparse", "orthogonal"])
+def test_adjoint_identity_and_gradient(kind):
+    D, d = 700, 40
+    p = I.make_projection(kind, D, d, seed=5, device="cpu", dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(D, dtype=torch.float64, generator=g)
+    t = torch.randn(d, dtype=torch.float64, generator=g)
+    assert torch.dot(v, p(t)).item() == pytest.approx(torch.dot(p.adjoint(v), t).item(), rel=1e-10)
+    t.requires_grad_(True)
+    (p(t) * v).sum().backward()
+    assert torch.allclose(t.grad, p.adjoint(v), atol=1e-10)
+    norms = p.matrix().norm(dim=0)
+    tol = 0.05 if kind == "fastfood" else 1e-10  # D = 700 is small for Fastfood
+    assert (norms - 1).abs().max() < tol
+
+
+@pytest.mark.parametrize("kind", ["fastfood", "dense", "sparse"])
+def test_same_seed_same_projection(kind):
+    a = I.make_projection(kind, 500, 30, seed=7, device="cpu").matrix()
+    b = I.make_projection(kind, 500, 30, seed=7, device="cpu").matrix()
+    c = I.make_projection(kind, 500, 30, seed=8, device="cpu").matrix()
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_dense_regenerated_equals_stored_and_sparse_density():
+    stored = I.DenseProjection(1000, 25, seed=2, device="cpu", dtype=torch.float64, chunk_rows=300)
+    regen = I.DenseProjection(1000, 25, seed=2, device="cpu", dtype=torch.float64, chunk_rows=300, store=False)
+    assert stored.stored and not regen.stored
+    assert torch.allclose(stored.matrix(), regen.matrix(), atol=1e-12)
+    assert regen.nbytes == 25 * 8  # only the column norms are held
+    sp = I.SparseProjection(10000, 50, seed=0, device="cpu")
+    nnz_per_col = (sp.matrix() != 0).sum(0).float()
+    assert abs(nnz_per_col.mean().item() - 100) < 2  # density 1 / sqrt(D) -> ~sqrt(D) per column
+
+
+def test_projection_errors():
+    with pytest.raises(ValueError, match="projection='nope'"):
+        I.make_projection("nope", 10, 2)
+    with pytest.raises(ValueError, match="exceeds the Fastfood length"):
+        I.FastfoodProjection(10, 17, device="cpu")
+    p = I.FastfoodProjection(10, 4, device="cpu")
+    with pytest.raises(ValueError, match="length 4"):
+        p(torch.zeros(5))
+
+
+# ---------------------------------------------------------------------------- subspace training
+@pytest.fixture(scope="module")
+def digits_small():
+    tr, te = data.digits()
+    return tr.subset(600, seed=0), te
+
+
+def test_orthogonal_full_dimension_reproduces_full_training(digits_small):
+    tr, te = digits_small
+    m = models.build("mlp", seed=0, hidden=(16,))
+    D = I.num_parameters(m)
+    before = copy.deepcopy(m.state_dict())
+    full = copy.deepcopy(m)
+    models.train(full, tr, epochs=1, lr=0.05, batch_size=64, seed=3, device="cpu", progress=False)
+    res, sub = I.subspace_train(m, tr, D, projection="orthogonal", optimizer="sgd", lr=0.05, epochs=1, seed=3,
+                                device="cpu", progress=False, return_model=True, test_data=te)
+    for (name, a), (_, b) in zip(full.named_parameters(), sub.named_parameters()):
+        assert torch.allclose(a, b, atol=1e-5), name
+    assert res.accuracy == pytest.approx(models.evaluate(full, te, device="cpu")["accuracy"], abs=1e-9)
+    # the user's model is untouched
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+def test_dense_full_dimension_matches_full_training_accuracy(digits_small):
+    tr, te = digits_small
+    m = models.build("mlp", seed=0, hidden=(16,))
+    D = I.num_parameters(m)
+    full = copy.deepcopy(m)
+    models.train(full, tr, epochs=8, lr=0.05, seed=0, device="cpu", progress=False)
+    acc_full = models.evaluate(full, te, device="cpu")["accuracy"]
+    res = I.subspace_train(m, tr, D, projection="dense", optimizer="sgd", lr=0.05, epochs=8, seed=0,
+                           device="cpu", progress=False, test_data=te)
+    assert acc_full > 0.8
+    assert abs(res.accuracy - acc_full) < 0.05
+
+
+def test_said_counts_scales_and_rebuild(digits_small, tmp_path):
+    tr, te = digits_small
+    m = models.build("mlp", seed=1, hidden=(16,))
+    n_tensors = len(list(m.parameters()))
+    res, trained = I.subspace_train(m, tr, 30, said=True, epochs=1, seed=2, device="cpu", progress=False,
+                                    return_model=True)
+    assert res.theta_d.shape == (30 - n_tensors,) and res.scales.shape == (n_tensors,)
+    assert not np.allclose(res.scales, 1.0)  # the scales are trained
+    with pytest.raises(ValueError, match="said=True"):
+        I.subspace_train(m, tr, n_tensors, said=True, epochs=1, device="cpu", progress=False)
+    res.save(tmp_path / "r")
+    loaded = Result.load(tmp_path / "r.npz")
+    rebuilt = I.subspace_model(m, loaded, device="cpu")
+    for a, b in zip(trained.parameters(), rebuilt.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert loaded.history.equals(res.history)
+
+
+def test_subspace_training_learns_with_fastfood(digits_small):
+    tr, te = digits_small
+    m = models.build("mlp", seed=0)
+    low = I.subspace_train(m, tr, 2, epochs=3, seed=0, device="cpu", progress=False, test_data=te)
+    high = I.subspace_train(m, tr, 400, epochs=3, seed=0, device="cpu", progress=False, test_data=te)
+    assert high.accuracy > 0.75 and high.accuracy > low.accuracy + 0.3
+    assert high.settings["projection"] == "fastfood" and high.D == I.num_parameters(m)
+
+
+def test_subspace_errors():
+    m = models.build("mlp", seed=0, hidden=(4,))
+    X, y = torch.randn(20, 64), torch.randint(0, 10, (20,))
+    with pytest.raises(ValueError, match="needs d <= D"):
+        I.subspace_train(m, (X, y), 10 ** 6, projection="dense", device="cpu", progress=False)
+    with pytest.raises(ValueError, match="optimizer"):
+        I.subspace_train(m, (X, y), 5, optimizer="lbfgs", device="cpu", progress=False)
+    with pytest.raises(FloatingPointError, match="lower lr"):
+        I.subspace_train(m, (X, y), 5, lr=1e30, optimizer="sgd", device="cpu", progress=False)
+
+
+# ---------------------------------------------------------------------------- search
+def _tiny():
+    tr, _ = data.digits()
+    return tr.subset(200, seed=1)
+
+
+def _small_mlp(seed):
+    return models.build("mlp", seed=seed, hidden=(32,))
+
+
+SEARCH_KW = dict(seeds=2, epochs=3, batch_size=16, d_min=2, d_max=300, tolerance=0.3, baseline=0.6,
+                 device="cpu", bootstrap=200)
+
+
+@pytest.fixture(scope="module")
+def interrupted_search(tmp_path_factory):
+    """A search stopped after three trials, then run to the end, then run again."""
+    cache = tmp_path_factory.mktemp("trials")
+    tr = _tiny()
+
+    def stop_after_three(done, total, desc):
+        if done >= 3:
+            raise Cancelled("stop")
+
+    with pytest.raises(Cancelled):
+        I.search(_small_mlp, tr, progress=stop_after_three, cache_dir=cache, **SEARCH_KW)
+    files_after_stop = len(list(cache.glob("*.json")))
+    res = I.search(_small_mlp, tr, progress=False, cache_dir=cache, **SEARCH_KW)
+    again = I.search(_small_mlp, tr, progress=False, cache_dir=cache, **SEARCH_KW)
+    return files_after_stop, res, again
+
+
+def test_search_caches_trials_and_resumes(interrupted_search):
+    files_after_stop, res, again = interrupted_search
+    assert files_after_stop == 3
+    assert res.trials["cached"].sum() == 3 and len(res.trials) > 3
+    assert again.trials["cached"].all()
+    assert again.summary.equals(res.summary) and again.d_int90 == res.d_int90
+    # the search brackets the threshold: every tested d below d_int90 fails, d_int90 passes
+    s = res.summary
+    assert res.reached and res.target == pytest.approx(0.54)
+    assert (s[s.d < res.d_int90].mean_accuracy < res.target).all()
+    assert s.set_index("d").loc[int(res.d_int90), "mean_accuracy"] >= res.target
+    lo, hi = res.interval
+    assert lo <= res.d_int90 <= hi
+    assert "d_int90 = " in res.describe() and "fixed target" in res.describe()
+
+
+def test_search_grid_and_full_baseline(tmp_path):
+    tr = _tiny()
+    res = I.search(_small_mlp, tr, method="grid", dims=[2, 40, 300], seeds=[0, 1], epochs=3, batch_size=16,
+                   grid_points=3, rounds=1, baseline="full", baseline_kwargs=dict(epochs=3), cache_dir=tmp_path,
+                   device="cpu", progress=False, bootstrap=100)
+    assert len(res.baseline_trials) == 2 and res.settings["baseline"] == "full"
+    assert res.baseline == pytest.approx(res.baseline_trials["accuracy"].mean())
+    assert res.target == pytest.approx(0.9 * res.baseline)
+    assert {2, 40, 300} <= set(res.summary["d"])
+    assert res.settings["split"] == "train" and res.settings["theta0"] == "fresh init per seed"
+    with pytest.raises(ValueError, match="baseline='best'"):
+        I.search(_small_mlp, tr, baseline="best", cache=False, progress=False, device="cpu")
+
+
+def test_bootstrap_interval_closed_cases():
+    accs = {10: np.array([0.1, 0.1]), 20: np.array([0.95, 0.95]), 40: np.array([0.97, 0.97])}
+    assert bootstrap_dint(accs, None, 0.9, 0.9, n_boot=50) == (20.0, 20.0)
+    accs = {10: np.array([0.1, 0.95]), 20: np.array([0.95, 0.95])}
+    lo, hi = bootstrap_dint(accs, None, 0.9, 0.9, n_boot=400, seed=0)
+    assert (lo, hi) == (10.0, 20.0)  # a quarter of resamples pick the passing seed twice at d = 10
+
+
+# ---------------------------------------------------------------------------- representation ID
+def _linear_manifold(n=2000, dim=5, ambient=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, dim)) @ rng.standard_normal((dim, ambient))
+
+
+def _sphere(n=2000, dim=3, seed=0):
+    rng = np.random.default_rng(seed)
+    Z = rng.standard_normal((n, dim + 1))
+    return Z / np.linalg.norm(Z, axis=1, keepdims=True)  # a curved dim-manifold in R^(dim+1)
+
+
+def test_knn_matches_brute_force():
+    from scipy.spatial.distance import cdist
+
+    X = _linear_manifold(300, 4, 10)
+    dist, idx = I.knn(X, 5, device="cpu", chunk=64)
+    full = cdist(X, X)
+    np.fill_diagonal(full, np.inf)
+    order = np.argsort(full, axis=1)[:, :5]
+    assert np.allclose(dist, np.take_along_axis(full, order, 1), rtol=1e-12)
+    assert np.array_equal(idx, order)
+
+
+@pytest.mark.parametrize("maker,dim", [(_linear_manifold, 5), (_sphere, 3)])
+def test_estimators_recover_known_dimension(maker, dim):
+    X = maker()
+    assert I.twonn(X).dimension == pytest.approx(dim, abs=0.4)
+    assert I.twonn(X, method="mle").dimension == pytest.approx(dim, abs=0.4)
+    assert I.mle(X, k=20).dimension == pytest.approx(dim, abs=0.4)
+
+
+def test_twonn_mle_closed_form():
+    X = _sphere(500, 2, seed=3)
+    dist, _ = I.knn(X, 2, device="cpu")
+    mu = dist[:, 1] / dist[:, 0]
+    est = I.twonn(X, method="mle")
+    assert est.dimension == pytest.approx((len(mu) - 1) / np.log(mu).sum(), rel=1e-12)
+    assert float(est) == est.dimension and est.n_used == 500
+
+
+def test_duplicates_are_reported_not_nan():
+    X = _linear_manifold(500, 3, 8)
+    Xd = np.vstack([X, X[:40]])
+    with pytest.warns(UserWarning, match="merged 40 repeated points"):
+        est = I.twonn(Xd)
+    assert est.n_duplicates == 40 and est.dimension == pytest.approx(I.twonn(X).dimension, rel=1e-12)
+    with pytest.warns(UserWarning, match="left out 80"):
+        dropped = I.twonn(Xd, duplicates="drop")
+    assert dropped.n_used == 460 and np.isfinite(dropped.dimension)
+    with pytest.warns(UserWarning):
+        m = I.mle(Xd, k=10)
+    assert m.n_duplicates == 40 and m.dimension == pytest.approx(I.mle(X, k=10).dimension, rel=1e-12)
+
+
+def test_estimator_input_errors():
+    with pytest.raises(ValueError, match="1-D"):
+        I.twonn(np.zeros(10))
+    with pytest.raises(ValueError, match="NaN"):
+        I.mle(np.full((30, 3), np.nan))
+    with pytest.raises(ValueError, match="k=20"):
+        I.mle(np.random.rand(15, 3), k=20)
+    with pytest.raises(ValueError, match="method="):
+        I.twonn(np.random.rand(15, 3), method="slope")
+
+
+def test_agreement_with_scikit_dimension():
+    skdim = pytest.importorskip("skdim")
+    X = _sphere(1500, 4, seed=1) @ np.random.default_rng(1).standard_normal((5, 30))
+    assert I.twonn(X).dimension == pytest.approx(skdim.id.TwoNN().fit(X).dimension_, rel=1e-9)
+    assert I.twonn(X, method="mle").dimension == pytest.approx(
+        skdim.id.TwoNN(method="mle", discard_fraction=0.0).fit(X).dimension_, rel=1e-9)
+    assert I.twonn(X, method="mle", discard_fraction=0.1).dimension == pytest.approx(
+        skdim.id.TwoNN(method="mle", discard_fraction=0.1).fit(X).dimension_, rel=1e-9)
+    assert I.mle(X).dimension == pytest.approx(skdim.id.MLE().fit(X).dimension_, rel=1e-9)
+    assert I.mle(X, k=10, unbiased=True).dimension == pytest.approx(
+        skdim.id.MLE(unbiased=True).fit(X, n_neighbors=10).dimension_, rel=1e-9)
+    # duplicates: scikit-dimension drops the points, as duplicates='drop' (in few dimensions, where its
+    # neighbour search is exact; in many, its distance expansion leaves tiny nonzero r1 instead)
+    X = _sphere(800, 4, seed=2)
+    Xd = np.vstack([X, X[:25]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert I.twonn(Xd, duplicates="drop").dimension == pytest.approx(
+            skdim.id.TwoNN().fit(Xd).dimension_, rel=1e-9)
+
+
+def test_profile_of_reference_mlp(tmp_path):
+    tr, _ = data.digits()
+    m = models.build("mlp", seed=0)
+    prof = I.profile(m, tr, n=500, progress=False, device="cpu")
+    f = prof.to_frame()
+    assert list(f["layer"]) == ["input", "layers.0", "layers.1", "head"]
+    assert list(f["n_features"]) == [64, 128, 128, 10]
+    assert (f["n_points"] == 500).all() and np.isfinite(f["dimension"]).all() and (f["dimension"] > 1).all()
+    # the input row is the plain TwoNN of the same subset
+    X = tr.subset(500, seed=0).X.numpy()
+    assert f["dimension"].iloc[0] == pytest.approx(I.twonn(X).dimension, rel=1e-9)
+    prof.save(tmp_path / "p")
+    assert Result.load(tmp_path / "p.npz").frame.equals(f)
+    with pytest.raises(ValueError, match="not modules"):
+        I.profile(m, tr, layers=["nope"], progress=False)
+
+
+def test_figures_show_threshold_and_dint(interrupted_search):
+    res = interrupted_search[1]
+    fig = I.figures.search_figure(res)
+    assert fig.data[0].x is not None and len(fig.data[0].x) == len(res.trials)
+    shapes = fig.layout.shapes
+    assert any(s.y0 == pytest.approx(res.target) for s in shapes)
+    assert any(s.x0 == res.d_int90 for s in shapes if s.type == "line")
+    est = I.twonn(_sphere(200, 2))
+    tf = I.figures.twonn_figure(est)
+    assert tf.data[1].y[1] == pytest.approx(est.dimension * est.fit_x.max())
+
+
+@pytest.mark.gpu
+def test_gpu_matches_cpu():
+    p_cpu = I.FastfoodProjection(5000, 100, seed=4, device="cpu")
+    p_gpu = I.FastfoodProjection(5000, 100, seed=4, device="cuda")
+    t = torch.randn(100)
+    assert torch.allclose(p_cpu(t), p_gpu(t.cuda()).cpu(), atol=1e-4)
+    X = _linear_manifold(1000, 4, 20)
+    assert I.twonn(X, device="cuda").dimension == pytest.approx(I.twonn(X, device="cpu").dimension, rel=1e-9)
+    assert I.mle(X, device="cuda").dimension == pytest.approx(I.mle(X, device="cpu").dimension, rel=1e-9)
