@@ -396,3 +396,17 @@ def test_weight_matching_gpu_matches_cpu():
     gpu = lmc.align(model, other, device="cuda")
     for p in cpu.perms:
         assert (cpu.perms[p] == gpu.perms[p]).mean() > 0.95
+
+
+def test_curve_agrees_with_parameter_space_core(digits_flat, trained_mlps):
+    paramspace = pytest.importorskip("workbench.paramspace")
+    _, test = digits_flat
+    a, b = trained_mlps
+    res = lmc.barrier(a, b, test, points=9, refine=0, bn="interpolate")
+    ta, spec = paramspace.flatten(a)
+    tb, _ = paramspace.flatten(b)
+    alphas = torch.tensor(res.split_curve()["alpha"].to_numpy(), dtype=ta.dtype)
+    thetas = (1 - alphas)[:, None] * ta[None] + alphas[:, None] * tb[None]
+    ev = paramspace.evaluate_points(a, thetas, test, device="cpu")
+    np.testing.assert_allclose(ev["loss"], res.split_curve()["loss"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ev["accuracy"], res.split_curve()["accuracy"])
