@@ -410,3 +410,20 @@ def test_curve_agrees_with_parameter_space_core(digits_flat, trained_mlps):
     ev = paramspace.evaluate_points(a, thetas, test, device="cpu")
     np.testing.assert_allclose(ev["loss"], res.split_curve()["loss"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ev["accuracy"], res.split_curve()["accuracy"])
+
+
+def test_barrier_argument_errors_and_bn_fallback_warning():
+    x = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    data = (x, torch.randint(0, 10, (32,), generator=torch.Generator().manual_seed(1)))
+    a, b = models.build("resnet", seed=0), models.build("resnet", seed=1)
+    with pytest.raises(ValueError, match="bn='nope'"):
+        lmc.barrier(a, b, data, bn="nope")
+    with pytest.raises(ValueError, match="variant='max'"):
+        lmc.barrier(a, b, data, variant="max")
+    with pytest.raises(ValueError, match="points=2"):
+        lmc.barrier(a, b, data, points=2)
+    with pytest.warns(UserWarning, match="without train_data="):
+        res = lmc.barrier(a, b, data, points=3, refine=0, bn="reset")
+    assert res.settings["bn_data"] == "data" and res.settings["batchnorm"] is True
+    c = res.split_curve()
+    assert list(c["alpha"]) == [0.0, 0.5, 1.0]

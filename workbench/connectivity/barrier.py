@@ -378,6 +378,7 @@ def barrier(model_a: nn.Module, model_b: nn.Module, data: Any, *, loss_fn: Optio
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r}; choose one of {VARIANTS}")
+    alphas = _grid(points)
     test = as_dataset(data, "data")
     train = as_dataset(train_data, "train_data") if train_data is not None else None
     path = PathEvaluator(model_a, model_b, bn=bn, train_data=train, fallback_data=test, batch_size=batch_size,
@@ -385,7 +386,6 @@ def barrier(model_a: nn.Module, model_b: nn.Module, data: Any, *, loss_fn: Optio
     splits: List[Tuple[str, Dataset]] = [(split, test)]
     if train is not None and evaluate_train:
         splits.append(("train", train))
-    alphas = _grid(points)
     rows: List[Dict[str, Any]] = []
 
     def run(alist, bar):
