@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from workbench import data, models
+from widgets.intrinsic_dimension import IntrinsicDimensionPanel
+
+
+def _tiny_controls(**kw):
+    base = dict(seeds=1, epochs=2, d_min=5, d_max=200, n_train=300, method="grid")
+    base.update(kw)
+    return base
+
+
+def test_panel_runs_search_and_profile():
+    p = IntrinsicDimensionPanel(**_tiny_controls())
+    p.run_button.click()
+    p.wait(300)
+    assert p.error is None, p.error_area.value
+    res, prof = p.result["search"], p.result["profile"]
+    fig = p.figures["search"]
+    assert list(fig.data[0].x) == list(res.trials["d"])
+    assert any(abs(s.y0 - res.target) < 1e-12 for s in fig.layout.shapes)  # the 90 % line
+    if res.reached:
+        assert any(s.x0 == res.d_int90 for s in fig.layout.shapes)
+        assert f"d_int90 = {int(res.d_int90)}" in p.summary.value
+    assert list(p.figures["profile"].data[0].x) == list(prof.frame["layer"])
+    assert res.settings["split"] == "test" and res.settings["projection"] == "fastfood"
+
+
+def test_panel_custom_model_shuffled_labels_and_errors():
+    tr, te = data.digits()
+    net = models.build("mlp", seed=0, hidden=(16,))
+    p = IntrinsicDimensionPanel(model=net, data=tr, test_data=te, background=False,
+                                **_tiny_controls(labels="shuffled", projection="sparse", estimator="mle"))
+    assert p.widgets["model"].value == "custom"
+    p.run()
+    assert p.error is None, p.error_area.value
+    assert p.result["search"].settings["split"] == "train"  # memorisation is measured on the training set
+    assert p.result["profile"].settings["estimator"] == "mle"
+    p.widgets["d_min"].value = 500
+    p.widgets["d_max"].value = 100
+    p.run()
+    assert isinstance(p.error, ValueError) and "d_min=500 &gt; d_max=100" in p.error_area.value
+    with pytest.raises(TypeError, match="together"):
+        IntrinsicDimensionPanel(model=net)
