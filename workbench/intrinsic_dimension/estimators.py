@@ -68,13 +68,15 @@ def knn(X: Any, k: int, *, device: DeviceLike = "auto", chunk: Optional[int] = N
         raise ValueError(f"k={k} neighbours need at least k + 1 = {k + 1} points; X has {n}")
     dev = resolve_device(device)
     work_dtype = torch.float64 if pts.dtype == torch.float64 and dev.type == "cpu" else torch.float32
-    Xw = pts.to(dev, work_dtype)
-    X64 = pts.to(dev, torch.float64)
+    ref_dtype = torch.float64 if pts.dtype == torch.float64 else torch.float32
+    Xr = pts.to(dev, ref_dtype)
+    Xr = Xr - Xr.mean(0, keepdim=True)  # distances are unchanged; centring keeps the expansion accurate
+    Xw = Xr.to(work_dtype)
     sq = (Xw * Xw).sum(1)
     kc = min(n - 1, k + margin)
     if chunk is None:
         budget = 64 * 1024 ** 2 // 4  # ~64 MB of distances per chunk
-        refine = 64 * 1024 ** 2 // (8 * kc * pts.shape[1])  # ~64 MB of float64 differences per chunk
+        refine = 64 * 1024 ** 2 // (Xr.element_size() * kc * pts.shape[1])  # ~64 MB of differences
         chunk = max(1, min(n, budget // max(n, 1), refine, 4096))
     dists = np.empty((n, k))
     index = np.empty((n, k), dtype=np.int64)
@@ -85,8 +87,8 @@ def knn(X: Any, k: int, *, device: DeviceLike = "auto", chunk: Optional[int] = N
         rows = torch.arange(stop - start, device=dev)
         d2[rows, rows + start] = float("inf")
         cand = torch.topk(d2, kc, dim=1, largest=False, sorted=False).indices
-        diff = X64[cand] - X64[start:stop, None, :]
-        exact = diff.pow(2).sum(-1).sqrt()
+        # exact distances to the candidates, from the differences (in the input's precision)
+        exact = torch.linalg.vector_norm(Xr[cand] - Xr[start:stop, None, :], dim=-1).double()
         order = torch.argsort(exact, dim=1)[:, :k]
         dists[start:stop] = torch.gather(exact, 1, order).cpu().numpy()
         index[start:stop] = torch.gather(cand, 1, order).cpu().numpy()
