@@ -243,7 +243,7 @@ def test_trained_model_map_is_centred_on_its_loss():
 
     train, test = digits()
     m = models.build("mlp", seed=0, hidden=(16,))
-    models.train(m, train, epochs=3, progress=False, device="cpu")
+    models.train(m, train, epochs=2, progress=False, device="cpu")
     res = L.line(m, None, {"test": test}, steps=5, span=0.5, device="cpu", progress=False)
     ev = models.evaluate(m, test, device="cpu")
     assert res.loss["test"][2] == pytest.approx(ev["loss"], rel=1e-5)
@@ -251,3 +251,17 @@ def test_trained_model_map_is_centred_on_its_loss():
     assert res.loss["test"][0] > res.loss["test"][2] and res.loss["test"][4] > res.loss["test"][2]
     fig = figures.curve(res)
     assert len(fig.data) == 2
+
+
+@pytest.mark.gpu
+def test_gpu_matches_cpu():
+    g = torch.Generator().manual_seed(0)
+    data = Dataset(torch.randn(200, 1, 8, 8, generator=g), torch.randint(0, 10, (200,), generator=g), "img")
+    m = models.build("resnet", seed=0, width=4)
+    cpu = L.plane(m, None, data, steps=5, device="cpu", progress=False)
+    gpu = L.plane(m, None, data, steps=5, device="cuda", progress=False)
+    np.testing.assert_allclose(gpu.loss["data"], cpu.loss["data"], rtol=1e-4)
+    np.testing.assert_allclose(gpu.accuracy["data"], cpu.accuracy["data"], atol=1 / 200 + 1e-9)
+    e_cpu = L.eigenvalues(copy.deepcopy(m), None, data, k=2, tol=1e-6, device="cpu")
+    e_gpu = L.eigenvalues(copy.deepcopy(m), None, data, k=2, tol=1e-6, device="cuda")
+    np.testing.assert_allclose(e_gpu.eigenvalues, e_cpu.eigenvalues, rtol=1e-3)
