@@ -45,7 +45,8 @@ def _encode(value: Any, arrays: Dict[str, np.ndarray], prefix: str) -> Any:
                                 "values": [_encode(v, arrays, prefix) for v in series.tolist()],
                                 "dtype": str(series.dtype)})
         return {"__frame__": columns, "index": _encode(value.index.to_numpy(), arrays, prefix)
-                if value.index.dtype.kind in "biuf" else [_encode(v, arrays, prefix) for v in value.index]}
+                if value.index.dtype.kind in "biuf" else [_encode(v, arrays, prefix) for v in value.index],
+                "index_name": _encode(value.index.name, arrays, prefix)}
     if isinstance(value, pd.Series):
         return {"__series__": _encode(value.to_frame(), arrays, prefix)}
     if isinstance(value, (np.generic,)):
@@ -89,7 +90,7 @@ def _decode(value: Any, arrays: Dict[str, np.ndarray]) -> Any:
         index = _decode(value["index"], arrays)
         df = pd.DataFrame({k: (list(v) if isinstance(v, np.ndarray) and v.dtype == object else v)
                            for k, v in data.items()})
-        df.index = pd.Index(index)
+        df.index = pd.Index(index, name=_decode(value.get("index_name"), arrays))
         for col in value["__frame__"]:
             name = _decode(col["name"], arrays)
             if col.get("dtype") == "object":

@@ -251,7 +251,7 @@ def test_gcn_learns_and_tc_tracks_performance():
 def test_results_round_trip_and_figures(tmp_path):
     rep = tp.analyze(tp.builtin("karate"), k=2, model="cn", seed=0, device="cpu")
     back = tp.TopologyReport.load(rep.save(tmp_path / "rep"))
-    pd.testing.assert_frame_equal(back.nodes, rep.nodes, check_index_type=False, check_names=False)
+    pd.testing.assert_frame_equal(back.nodes, rep.nodes, check_index_type=False)
     assert back.shift == rep.shift and back.settings["k"] == 2
     tc = tp.concentration(tp.split_edges(tp.builtin("karate"), seed=0), k=2, device="cpu")
     back_tc = tp.TCResult.load(tc.save(tmp_path / "tc"))
