@@ -8,7 +8,7 @@ accuracy on every split.
 from __future__ import annotations
 
 import html
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 import ipywidgets as ipw
 import numpy as np

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch

@@ -81,12 +81,15 @@ class SubspaceModel(nn.Module):
 
     def parameters_dict(self) -> Dict[str, torch.Tensor]:
         delta = self.projection(self.theta_d)
+        # one split (its backward is a single concatenation), not one slice per tensor (whose backward
+        # would build a full-length gradient for every tensor)
+        pieces = delta.split([numel for *_, numel in self.spec])
+        base = self.theta0.split([numel for *_, numel in self.spec])
         out = {}
-        for i, (name, shape, offset, numel) in enumerate(self.spec):
-            piece = delta[offset:offset + numel]
+        for i, ((name, shape, _offset, _numel), piece, start) in enumerate(zip(self.spec, pieces, base)):
             if self.scales is not None:
                 piece = piece * self.scales[i]
-            out[name] = (self.theta0[offset:offset + numel] + piece).view(shape)
+            out[name] = (start + piece).view(shape)
         return out
 
     def theta(self) -> torch.Tensor:

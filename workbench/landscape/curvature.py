@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ..backend import DeviceLike, describe, resolve_device
 from ..data import as_dataset
-from ..paramspace import batch_loss_sum, flatten, parameter_groups
+from ..paramspace import batch_loss_sum, parameter_groups
 from ..progress import Progress, ProgressLike
 from ..results import Result
 
