@@ -29,7 +29,7 @@ from .backend import DeviceLike, resolve_device
 from .data import Dataset, as_dataset
 from .progress import Progress, ProgressLike
 
-__all__ = ["ParamSpec", "flatten", "unflatten", "load_theta", "evaluate_points", "batch_loss_sum",
+__all__ = ["ParamSpec", "AffinePoints", "flatten", "unflatten", "load_theta", "evaluate_points", "batch_loss_sum",
            "parameter_groups", "has_batchnorm"]
 
 BN_MODES = ("eval", "reset")
@@ -229,6 +229,32 @@ def reset_bn_buffers(model: nn.Module, theta: torch.Tensor, spec: ParamSpec, tra
     return {k: v.detach().clone() for k, v in work.named_buffers()}
 
 
+class AffinePoints:
+    """Parameter points ``origin + coefs @ directions`` (``P x D``) made one block at a time.
+
+    Pass it to :func:`evaluate_points` instead of a ``P x D`` tensor: a 51 x 51 map of a model with
+    millions of parameters never holds all its points in memory at once.
+    """
+
+    def __init__(self, origin: torch.Tensor, directions: torch.Tensor, coefs: Any):
+        self.origin = torch.as_tensor(origin).reshape(-1)
+        self.directions = torch.as_tensor(directions).reshape(-1, self.origin.numel()).to(self.origin)
+        self.coefs = torch.as_tensor(np.asarray(coefs, dtype=np.float64)).reshape(-1, self.directions.shape[0])
+        self.shape = torch.Size((self.coefs.shape[0], self.origin.numel()))
+
+    def dim(self) -> int:
+        return 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> torch.Tensor:
+        c = self.coefs[index].to(self.origin.device, self.origin.dtype)
+        if c.dim() == 1:
+            return self.origin + c @ self.directions
+        return self.origin[None] + c @ self.directions
+
+
 def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: Optional[Callable] = None, *,
                     batch_size: int = 1024, chunk: Optional[int] = None, bn: str = "eval",
                     train_data: Any = None, buffers: Optional[Dict[str, torch.Tensor]] = None,
@@ -241,7 +267,7 @@ def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: 
     model : the architecture; its parameters are replaced by each row of ``thetas`` (laid out as
         :func:`flatten` does); its buffers (BatchNorm statistics) are used as they are unless ``bn``
         or ``buffers`` say otherwise.  The model itself is not modified.
-    thetas : ``P x D`` tensor (or a single ``D`` vector).
+    thetas : ``P x D`` tensor (or a single ``D`` vector), or an :class:`AffinePoints`.
     data : anything :func:`workbench.data.as_dataset` accepts; evaluated whole, in batches.
     loss_fn : ``loss_fn(output, target)`` returning the batch mean (default cross-entropy).
     chunk : points per vectorised pass; ``None`` sizes it to the memory available.  Halved on
@@ -261,7 +287,8 @@ def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: 
     ds = as_dataset(data, "data")
     loss_fn = loss_fn or F.cross_entropy
     theta0, spec = flatten(model)
-    thetas = torch.as_tensor(thetas)
+    if not isinstance(thetas, AffinePoints):
+        thetas = torch.as_tensor(thetas)
     if thetas.dim() == 1:
         thetas = thetas[None]
     if thetas.dim() != 2 or thetas.shape[1] != spec.numel:

@@ -133,3 +133,20 @@ def test_custom_loss_module_and_regression_targets():
         ref = F.mse_loss(m(X), y).item()
     assert r["loss"][0] == pytest.approx(ref, rel=1e-6)
     assert np.isnan(r["accuracy"][0])  # no classes: accuracy is undefined, not made up
+
+
+def test_affine_points_equal_the_dense_stack():
+    m = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3))
+    data = _data(40, d=5, classes=3)
+    theta, _ = ps.flatten(m)
+    g = torch.Generator().manual_seed(1)
+    d = torch.randn(2, theta.numel(), generator=g)
+    coefs = np.array([[0.0, 0.0], [0.5, -1.0], [-2.0, 0.25]])
+    pts = ps.AffinePoints(theta, d, coefs)
+    assert pts.shape == (3, theta.numel())
+    dense = theta[None] + torch.as_tensor(coefs, dtype=torch.float32) @ d
+    torch.testing.assert_close(pts[1:3], dense[1:3])
+    assert torch.equal(pts[0], theta)  # zero coefficients give the model exactly
+    a = ps.evaluate_points(m, pts, data, chunk=2, device="cpu")
+    b = ps.evaluate_points(m, dense, data, chunk=3, device="cpu")
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)

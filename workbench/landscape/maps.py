@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from ..backend import DeviceLike, describe, resolve_device
 from ..data import Dataset, as_dataset
-from ..paramspace import evaluate_points, flatten, has_batchnorm
+from ..paramspace import AffinePoints, evaluate_points, flatten, has_batchnorm
 from ..progress import Progress, ProgressLike
 from ..results import Result
 from .directions import random_directions
@@ -183,8 +183,7 @@ def plane(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None
     theta, spec = flatten(model)
     d = _directions_for(model, 2, directions, norm, ignore, seed, orthogonal)
     X, Y = np.meshgrid(x, y)  # (ny, nx)
-    coef = torch.as_tensor(np.stack([X.ravel(), Y.ravel()], 1), dtype=theta.dtype, device=theta.device)
-    thetas = theta[None] + coef @ d
+    thetas = AffinePoints(theta, d, np.stack([X.ravel(), Y.ravel()], 1))
     info: Dict[str, Any] = {}
     loss, acc = _evaluate_splits(model, thetas, splits, loss_fn, bn=bn, train_data=train_data,
                                  batch_size=batch_size, chunk=chunk, device=dev, progress=progress, info=info)
@@ -210,8 +209,7 @@ def line(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None,
     x = _axis(steps, lo, hi, "steps")
     theta, spec = flatten(model)
     d = _directions_for(model, 1, direction, norm, ignore, seed, False)
-    coef = torch.as_tensor(x[:, None], dtype=theta.dtype, device=theta.device)
-    thetas = theta[None] + coef @ d
+    thetas = AffinePoints(theta, d, x[:, None])
     info: Dict[str, Any] = {}
     loss, acc = _evaluate_splits(model, thetas, splits, loss_fn, bn=bn, train_data=train_data,
                                  batch_size=batch_size, chunk=chunk, device=dev, progress=progress, info=info)
@@ -247,8 +245,7 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Optional[Callab
     lo, hi = map(float, span)
     a = _axis(steps, lo, hi, "steps")
     d = (tb.to(ta.device) - ta)[None]
-    coef = torch.as_tensor(a[:, None], dtype=ta.dtype, device=ta.device)
-    thetas = ta[None] + coef @ d
+    thetas = AffinePoints(ta, d, a[:, None])
     buffers = None
     has_bn = has_batchnorm(model_a)
     if has_bn and bn == "interpolate":
@@ -279,5 +276,5 @@ def evaluate_at(model: nn.Module, result: LandscapeResult, coords: Any, data: An
     k = result.directions.shape[0]
     if c.shape[1] != k:
         raise ValueError(f"coords has {c.shape[1]} columns; this result has {k} direction(s)")
-    thetas = torch.as_tensor(result.origin[None] + c @ result.directions, dtype=torch.float32)
+    thetas = AffinePoints(torch.as_tensor(result.origin), torch.as_tensor(result.directions), c)
     return evaluate_points(model, thetas, data, loss_fn, batch_size=batch_size, bn=bn, device=device)
