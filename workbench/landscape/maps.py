@@ -121,6 +121,8 @@ def _pair(value: Any, name: str) -> Tuple[Any, Any]:
 def _evaluate_splits(model: nn.Module, thetas: torch.Tensor, splits: Dict[str, Dataset], loss_fn, *,
                      bn: str, train_data, batch_size: int, chunk, device, progress, buffers=None,
                      info: Optional[dict] = None) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    if train_data is None:  # BatchNorm statistics are recomputed on training data, never on a test split
+        train_data = splits.get("train", next(iter(splits.values())))
     loss, acc = {}, {}
     total = thetas.shape[0] * len(splits)
     with Progress(total, "landscape", progress) as bar:
@@ -173,6 +175,8 @@ def plane(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None
     1-D parameters zeroed unless ``ignore=None``; or pass ``directions`` (a ``2 x D`` array, e.g. from
     :func:`~workbench.landscape.pca_directions`).  ``data`` may be a dict of splits,
     ``{"train": ..., "test": ...}``.  An odd number of steps puts the model itself on the grid.
+    BatchNorm uses the stored running statistics (``bn="eval"``) or, with ``bn="reset"``, statistics
+    recomputed at every point on ``train_data`` (default: the ``"train"`` split, else the first).
     """
     splits = as_splits(data)
     dev = resolve_device(device)
@@ -228,8 +232,8 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Optional[Callab
     """Loss along ``theta(a) = (1 - a) theta_A + a theta_B`` for ``a`` on ``span`` (default ``[-0.5, 1.5]``).
 
     BatchNorm running statistics: ``bn="interpolate"`` (linear in ``a`` like the weights, extrapolated
-    outside ``[0, 1]``) or ``"reset"`` (recomputed at every ``a`` on ``train_data``, default the first
-    split).  The default 41 steps on ``[-0.5, 1.5]`` put ``a = 0`` and ``a = 1`` on the grid.
+    outside ``[0, 1]``) or ``"reset"`` (recomputed at every ``a`` on ``train_data``, default the
+    ``"train"`` split, else the first).  The default 41 steps on ``[-0.5, 1.5]`` put ``a = 0`` and ``a = 1`` on the grid.
     """
     splits = as_splits(data)
     dev = resolve_device(device)
@@ -259,7 +263,7 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Optional[Callab
                 buffers[k] = va[None] + at * (vb - va)[None]
     info: Dict[str, Any] = {}
     loss, acc = _evaluate_splits(model_a, thetas, splits, loss_fn, bn="reset" if bn == "reset" else "eval",
-                                 train_data=train_data if train_data is not None else next(iter(splits.values())),
+                                 train_data=train_data,
                                  batch_size=batch_size, chunk=chunk, device=dev, progress=progress, buffers=buffers,
                                  info=info)
     settings = _settings(model_a, splits, dev, kind="interpolation", steps=len(a), span=[lo, hi],
