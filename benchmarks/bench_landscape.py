@@ -57,11 +57,7 @@ def main() -> None:
     # warm-up (allocator, vmap tracing)
     L.plane(model, None, train, steps=3, device=dev, progress=False)
 
-    # (a) ours vs loss_landscapes.random_plane
-    t_ours, res = timed(lambda: L.plane(model, None, train, steps=args.steps, device=dev, progress=False), dev)
-    print(f"\n(a) 2-D map, {P} points")
-    print(f"  ours            : {t_ours:8.2f} s  {P / t_ours:9.1f} points/s  (chunk {res.settings['chunk']},"
-          " loss and accuracy)")
+    # (a) ours vs loss_landscapes.random_plane, alternated twice; the best time of each is kept
     try:
         import loss_landscapes
         import loss_landscapes.metrics
@@ -72,12 +68,21 @@ def main() -> None:
             with torch.no_grad():
                 return loss_landscapes.random_plane(copy.deepcopy(model), metric, distance=1, steps=args.steps,
                                                     normalization="filter", deepcopy_model=True)
-
-        t_peer, peer_map = timed(peer, dev)
+    except Exception as exc:  # pragma: no cover - the peer is optional
+        peer = None
+        print(f"  loss-landscapes unavailable: {type(exc).__name__}: {exc}")
+    t_ours = t_peer = float("inf")
+    for _round in range(2):
+        t, res = timed(lambda: L.plane(model, None, train, steps=args.steps, device=dev, progress=False), dev)
+        t_ours = min(t_ours, t)
+        if peer is not None:
+            t_peer = min(t_peer, timed(peer, dev)[0])
+    print(f"\n(a) 2-D map, {P} points (best of 2, alternated)")
+    print(f"  ours            : {t_ours:8.2f} s  {P / t_ours:9.1f} points/s  (chunk {res.settings['chunk']},"
+          " loss and accuracy)")
+    if peer is not None:
         print(f"  loss-landscapes : {t_peer:8.2f} s  {P / t_peer:9.1f} points/s  (loss only)")
         print(f"  speed-up        : {t_peer / t_ours:8.2f} x")
-    except Exception as exc:  # pragma: no cover - the peer is optional
-        print(f"  loss-landscapes unavailable: {type(exc).__name__}: {exc}")
 
     # agreement: a few grid points re-evaluated one at a time with the plain model
     theta, spec = ps.flatten(model)
@@ -117,17 +122,31 @@ def main() -> None:
     sub = train.subset(500, seed=0)
     Xs, ys = sub.X.to(dev), sub.y.to(dev)
     print(f"\n(c) Hessian on {len(sub)} examples")
-    t_eig, ev = timed(lambda: L.eigenvalues(model, None, sub, k=1, tol=1e-3, max_iter=100, device=dev), dev)
-    t_tr, tr = timed(lambda: L.trace(model, None, sub, n_samples=100, seed=0, device=dev), dev)
-    print(f"  ours   top eigenvalue {ev.eigenvalues[0]:.6f} (residual {ev.residuals[0]:.2e}, {ev.n_iter} HVPs) "
-          f"{t_eig:6.2f} s;  trace {tr.trace:.4f} +/- {tr.stderr:.4f} (100 vectors) {t_tr:6.2f} s")
     try:
         from pyhessian import hessian
-
-        torch.manual_seed(0)
-        hc = hessian(copy.deepcopy(model), torch.nn.CrossEntropyLoss(), data=(Xs, ys), cuda=dev.type == "cuda")
-        t_peig, (peig, _vec) = timed(lambda: hc.eigenvalues(top_n=1, maxIter=100, tol=1e-3), dev)
-        t_ptr, ptr = timed(lambda: hc.trace(maxIter=100, tol=1e-3), dev)
+    except Exception as exc:  # pragma: no cover
+        hessian = None
+        print(f"  PyHessian unavailable: {type(exc).__name__}: {exc}")
+    # alternate ours and PyHessian twice and keep the best time of each (the machine may be shared)
+    best = {"eig": float("inf"), "tr": float("inf"), "peig": float("inf"), "ptr": float("inf")}
+    for _round in range(2):
+        t, ev = timed(lambda: L.eigenvalues(model, None, sub, k=1, tol=1e-3, max_iter=100, device=dev), dev)
+        best["eig"] = min(best["eig"], t)
+        t, tr = timed(lambda: L.trace(model, None, sub, n_samples=100, seed=0, device=dev), dev)
+        best["tr"] = min(best["tr"], t)
+        if hessian is not None:
+            torch.manual_seed(0)
+            hc = hessian(copy.deepcopy(model), torch.nn.CrossEntropyLoss(), data=(Xs, ys), cuda=dev.type == "cuda")
+            t, (peig, _vec) = timed(lambda: hc.eigenvalues(top_n=1, maxIter=100, tol=1e-3), dev)
+            best["peig"] = min(best["peig"], t)
+            torch.manual_seed(0)
+            t, ptr = timed(lambda: hc.trace(maxIter=100, tol=1e-3), dev)
+            best["ptr"] = min(best["ptr"], t)
+    t_eig, t_tr = best["eig"], best["tr"]
+    print(f"  ours   top eigenvalue {ev.eigenvalues[0]:.6f} (residual {ev.residuals[0]:.2e}, {ev.n_iter} HVPs) "
+          f"{t_eig:6.2f} s;  trace {tr.trace:.4f} +/- {tr.stderr:.4f} (100 vectors) {t_tr:6.2f} s")
+    if hessian is not None:
+        t_peig, t_ptr = best["peig"], best["ptr"]
         ptr = np.asarray(ptr, dtype=float)
         p_se = ptr.std(ddof=1) / np.sqrt(len(ptr)) if len(ptr) > 1 else float("nan")
         print(f"  PyHessian top eigenvalue {peig[0]:.6f} {t_peig:6.2f} s;  trace {ptr.mean():.4f} +/- {p_se:.4f} "
@@ -138,8 +157,6 @@ def main() -> None:
               "combined standard errors")
         print(f"  time ratio (PyHessian / ours): eigenvalue {t_peig / t_eig:.2f} x, trace {t_ptr / t_tr:.2f} x "
               f"(per vector {t_ptr / len(ptr) / (t_tr / 100):.2f} x)")
-    except Exception as exc:  # pragma: no cover
-        print(f"  PyHessian unavailable: {type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":
