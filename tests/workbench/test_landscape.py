@@ -113,6 +113,8 @@ def test_quadratic_eigen_trace_density_exact():
     np.testing.assert_allclose(evp.eigenvalues, [6.0, 4.0], rtol=1e-3)  # largest magnitude: 6, 4 (|-2| < 4)
     tr = L.trace(m, mean_out, data, n_samples=400, seed=1, device="cpu")
     assert abs(tr.trace - w.sum()) < 4 * tr.stderr and tr.stderr < 0.5
+    one = L.trace(m, mean_out, data, n_samples=12, seed=1, block=1, device="cpu")
+    np.testing.assert_allclose(one.samples, tr.samples[:12], rtol=1e-5)  # same vectors whatever the block
     dens = L.density(m, mean_out, data, n_runs=3, steps=D, sigma=0.05, device="cpu")
     assert np.trapezoid(dens.density, dens.grid) == pytest.approx(1.0, abs=1e-3)
     # Lanczos with D steps is exact: the nodes are the true eigenvalues, all mass sits on them

@@ -63,6 +63,23 @@ class HessianOperator:
         self.dim = int(sum(self.sizes))
         self.dtype = self.params[0].dtype
         self.products = 0  # number of Hessian-vector products so far
+        # when the data is one batch, the gradient graph is built once and reused by every product
+        # (the operator is a snapshot of the model at its first product)
+        self.cache_graph = len(self.data) <= batch_size
+        self._cached: Optional[List[tuple]] = None
+
+    def _gradients(self):
+        """``(grads, retain)`` per batch: the first-order gradients with their graph (create_graph)."""
+        n = len(self.data)
+        if self.cache_graph:
+            if self._cached is None:
+                self._cached = [torch.autograd.grad(self._loss(xb, yb, n), self.params, create_graph=True)
+                                for xb, yb in self.data.batches(self.batch_size)]
+            for grads in self._cached:
+                yield grads, True
+            return
+        for xb, yb in self.data.batches(self.batch_size):
+            yield torch.autograd.grad(self._loss(xb, yb, n), self.params, create_graph=True), False
 
     def _split(self, V: torch.Tensor) -> List[torch.Tensor]:
         lead = V.shape[:-1]
@@ -93,15 +110,12 @@ class HessianOperator:
         was = self.model.training
         self.model.eval()
         out = torch.zeros_like(V)
-        n = len(self.data)
         Vs = self._split(V)
         try:
-            for xb, yb in self.data.batches(self.batch_size):
-                loss = self._loss(xb, yb, n)
-                grads = torch.autograd.grad(loss, self.params, create_graph=True)
+            for grads, retain in self._gradients():
                 if V.shape[0] == 1:
                     gv = sum((g * v[0]).sum() for g, v in zip(grads, Vs))
-                    hv = torch.autograd.grad(gv, self.params, allow_unused=True)
+                    hv = torch.autograd.grad(gv, self.params, allow_unused=True, retain_graph=retain)
                     hv = [torch.zeros_like(p) if h is None else h for p, h in zip(self.params, hv)]
                     out += torch.cat([h.reshape(-1) for h in hv])[None]
                 else:
@@ -360,11 +374,16 @@ def eigenvalues(model: Any, loss_fn: Optional[Callable] = None, data: Any = None
 
 
 def trace(model: Any, loss_fn: Optional[Callable] = None, data: Any = None, *, n_samples: int = 100,
-          block: int = 10, seed: int = 0, params: Optional[Sequence[str]] = None, batch_size: int = 1024,
+          block: Optional[int] = None, seed: int = 0, params: Optional[Sequence[str]] = None, batch_size: int = 1024,
           device: DeviceLike = "auto", progress: ProgressLike = False) -> TraceResult:
     """Hutchinson's trace estimate ``mean_i v_i^T H v_i`` with Rademacher ``v_i`` and its standard error
-    ``std(samples) / sqrt(n_samples)``.  ``block`` vectors are multiplied per pass over the data."""
+    ``std(samples) / sqrt(n_samples)``.  ``block`` vectors are multiplied per pass over the data
+    (batched double backward); the default is 10, or 1 for convolutional models, whose batched
+    products are slower than one at a time on a CPU.  The samples do not depend on ``block``."""
     op = _operator(model, loss_fn, data, params, batch_size, device)
+    if block is None:
+        has_conv = any(isinstance(mod, nn.modules.conv._ConvNd) for mod in op.model.modules())
+        block = 1 if (has_conv and op.device.type == "cpu") else 10
     if n_samples < 2:
         raise ValueError(f"n_samples={n_samples}; need at least 2 to report a standard error")
     gen = torch.Generator().manual_seed(int(seed))
