@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -259,6 +259,7 @@ def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: 
                     batch_size: int = 1024, chunk: Optional[int] = None, bn: str = "eval",
                     train_data: Any = None, buffers: Optional[Dict[str, torch.Tensor]] = None,
                     device: DeviceLike = "auto", progress: ProgressLike = False,
+                    vectorize: Union[str, bool] = "auto",
                     info: Optional[Dict[str, Any]] = None) -> Dict[str, np.ndarray]:
     """Mean loss and accuracy of ``model`` at each row of ``thetas`` (``P x D``) over the whole ``data``.
 
@@ -275,7 +276,9 @@ def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: 
     bn : ``"eval"`` (stored running statistics) or ``"reset"`` (recompute them at every point on
         ``train_data``, default ``data``).
     buffers : optional name -> ``(P, *shape)`` per-point buffers (e.g. interpolated BatchNorm statistics).
-    info : optional dict filled with ``chunk`` (the chunk actually used) and ``passes``.
+    vectorize : ``True`` evaluates a chunk of points in one :func:`torch.func.vmap` pass; ``False`` one
+        point after another; ``"auto"`` vectorises except for convolutional models on a CPU.
+    info : optional dict filled with ``chunk`` (the chunk actually used), ``passes`` and ``vectorized``.
 
     Returns ``{"loss": (P,), "accuracy": (P,)}`` NumPy arrays; a point whose loss is NaN or infinite
     keeps that value (no exception).  Accuracy is NaN when the output is not a ``(N, C)`` score matrix
@@ -323,8 +326,24 @@ def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: 
                 correct = torch.full((), float("nan"), dtype=loss.dtype, device=loss.device)
             return loss, correct
 
-        vmapped_shared = vmap(point_fn, in_dims=(0, None, None, None))
-        vmapped_own = vmap(point_fn, in_dims=(0, 0, None, None))
+        if vectorize == "auto":
+            # vmap turns convolutions with per-point weights into grouped convolutions, which are slower
+            # than separate passes on a CPU; linear layers become batched matmuls, which are faster
+            has_conv = any(isinstance(mod, nn.modules.conv._ConvNd) for mod in model.modules())
+            vectorize = not (has_conv and dev.type == "cpu")
+        if vectorize:
+            vmapped_shared = vmap(point_fn, in_dims=(0, None, None, None))
+            vmapped_own = vmap(point_fn, in_dims=(0, 0, None, None))
+        else:
+            def _looped(shared_bufs):
+                def run(params, bufs, xb, yb):
+                    outs = [point_fn({k: v[i] for k, v in params.items()},
+                                     bufs if shared_bufs else {k: v[i] for k, v in bufs.items()}, xb, yb)
+                            for i in range(next(iter(params.values())).shape[0])]
+                    return torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs])
+                return run
+
+            vmapped_shared, vmapped_own = _looped(True), _looped(False)
 
         first_x = next(ds_dev.batches(batch_size))[0]
         try:  # a clear error for data the model cannot take, before any vectorised pass
@@ -392,5 +411,6 @@ def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: 
     finally:
         model.train(was_training)
     if info is not None:
-        info.update(chunk=chunk_now, passes=passes, points=P, device=str(dev), bn=bn if has_bn else "none")
+        info.update(chunk=chunk_now, passes=passes, points=P, device=str(dev), bn=bn if has_bn else "none",
+                    vectorized=bool(vectorize))
     return {"loss": losses, "accuracy": accs}

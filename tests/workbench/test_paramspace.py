@@ -58,9 +58,13 @@ def test_batched_equals_one_point_at_a_time(arch):
         ref = models.evaluate(mi, data, batch_size=1000, device="cpu")
         assert batched["loss"][i] == pytest.approx(ref["loss"], rel=1e-5, abs=1e-6)
         assert batched["accuracy"][i] == pytest.approx(ref["accuracy"], abs=1e-12)
-    # the chunk size does not change the numbers
-    other = ps.evaluate_points(m, thetas, data, batch_size=50, chunk=2, device="cpu")
-    np.testing.assert_allclose(other["loss"], batched["loss"], rtol=1e-5)
+    # neither the chunk size nor vectorisation changes the numbers
+    for vec in (True, False):
+        info = {}
+        other = ps.evaluate_points(m, thetas, data, batch_size=50, chunk=2, device="cpu", vectorize=vec, info=info)
+        assert info["vectorized"] is vec
+        np.testing.assert_allclose(other["loss"], batched["loss"], rtol=1e-5)
+        np.testing.assert_array_equal(other["accuracy"], batched["accuracy"])
     # the model itself is untouched
     assert torch.equal(ps.flatten(m)[0], theta)
 

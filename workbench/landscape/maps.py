@@ -195,7 +195,7 @@ def plane(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None
     acc = {k: v.reshape(len(y), len(x)) for k, v in acc.items()}
     settings = _settings(model, splits, dev, kind="plane", steps=[len(x), len(y)], span=[float(sx), float(sy)],
                          norm=norm if directions is None else "given", ignore=ignore, seed=seed,
-                         orthogonal=orthogonal, bn=info.get("bn", bn), batch_size=batch_size, chunk=info.get("chunk"),
+                         orthogonal=orthogonal, bn=info.get("bn", bn), batch_size=batch_size, chunk=info.get("chunk"), vectorized=info.get("vectorized"),
                          loss_fn=getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn else "cross_entropy")
     return LandscapeResult(settings=settings, x=x, y=y, loss=loss, accuracy=acc,
                            origin=theta.detach().cpu().numpy(), directions=d.detach().cpu().numpy(),
@@ -219,7 +219,7 @@ def line(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None,
                                  batch_size=batch_size, chunk=chunk, device=dev, progress=progress, info=info)
     settings = _settings(model, splits, dev, kind="line", steps=len(x), span=[lo, hi],
                          norm=norm if direction is None else "given", ignore=ignore, seed=seed,
-                         bn=info.get("bn", bn), batch_size=batch_size, chunk=info.get("chunk"),
+                         bn=info.get("bn", bn), batch_size=batch_size, chunk=info.get("chunk"), vectorized=info.get("vectorized"),
                          loss_fn=getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn else "cross_entropy")
     return LandscapeResult(settings=settings, x=x, loss=loss, accuracy=acc, origin=theta.detach().cpu().numpy(),
                            directions=d.detach().cpu().numpy())
@@ -267,7 +267,7 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Optional[Callab
                                  batch_size=batch_size, chunk=chunk, device=dev, progress=progress, buffers=buffers,
                                  info=info)
     settings = _settings(model_a, splits, dev, kind="interpolation", steps=len(a), span=[lo, hi],
-                         bn=bn if has_bn else "none", batch_size=batch_size, chunk=info.get("chunk"),
+                         bn=bn if has_bn else "none", batch_size=batch_size, chunk=info.get("chunk"), vectorized=info.get("vectorized"),
                          loss_fn=getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn else "cross_entropy")
     return LandscapeResult(settings=settings, x=a, loss=loss, accuracy=acc, origin=ta.detach().cpu().numpy(),
                            directions=d.detach().cpu().numpy())
