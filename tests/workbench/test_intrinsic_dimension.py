@@ -257,12 +257,13 @@ def test_knn_matches_brute_force():
     from scipy.spatial.distance import cdist
 
     X = _linear_manifold(300, 4, 10)
-    dist, idx = I.knn(X, 5, device="cpu", chunk=64)
     full = cdist(X, X)
     np.fill_diagonal(full, np.inf)
     order = np.argsort(full, axis=1)[:, :5]
-    assert np.allclose(dist, np.take_along_axis(full, order, 1), rtol=1e-12)
-    assert np.array_equal(idx, order)
+    for symmetric in (False, True):
+        dist, idx = I.knn(X, 5, device="cpu", chunk=64, symmetric=symmetric)
+        assert np.allclose(dist, np.take_along_axis(full, order, 1), rtol=1e-12)
+        assert np.array_equal(idx, order)
 
 
 @pytest.mark.parametrize("maker,dim", [(_linear_manifold, 5), (_sphere, 3)])

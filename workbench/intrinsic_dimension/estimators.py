@@ -53,13 +53,60 @@ def _as_points(X: Any, name: str = "X") -> torch.Tensor:
     return t
 
 
+def _candidates_rows(Xw: torch.Tensor, sq: torch.Tensor, kc: int, chunk: int) -> torch.Tensor:
+    """``kc`` candidate neighbours per point, one product of a row chunk against all points."""
+    n = Xw.shape[0]
+    out = torch.empty((n, kc), dtype=torch.long, device=Xw.device)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        # ||x_j||^2 - 2 x_i.x_j ranks the neighbours of x_i like the squared distance (one fused product)
+        d2 = torch.addmm(sq[None, :], Xw[start:stop], Xw.T, beta=1.0, alpha=-2.0)
+        rows = torch.arange(stop - start, device=Xw.device)
+        d2[rows, rows + start] = float("inf")
+        out[start:stop] = torch.topk(d2, kc, dim=1, largest=False, sorted=False).indices
+    return out
+
+
+def _candidates_symmetric(Xw: torch.Tensor, sq: torch.Tensor, kc: int, chunk: int) -> torch.Tensor:
+    """As :func:`_candidates_rows`, computing each block of distances once for both of its row blocks
+    (half the matrix products), with running top-``kc`` lists."""
+    n = Xw.shape[0]
+    dev = Xw.device
+    best_d = torch.full((n, kc), float("inf"), dtype=Xw.dtype, device=dev)
+    best_i = torch.zeros((n, kc), dtype=torch.long, device=dev)
+    starts = list(range(0, n, chunk))
+
+    def merge(r0, r1, d2, c0):
+        cols = torch.arange(c0, c0 + d2.shape[1], device=dev).expand(r1 - r0, -1)
+        alld = torch.cat([best_d[r0:r1], d2], dim=1)
+        alli = torch.cat([best_i[r0:r1], cols], dim=1)
+        top = torch.topk(alld, kc, dim=1, largest=False, sorted=False)
+        best_d[r0:r1] = top.values
+        best_i[r0:r1] = torch.gather(alli, 1, top.indices)
+
+    for a, i0 in enumerate(starts):
+        i1 = min(n, i0 + chunk)
+        for j0 in starts[a:]:
+            j1 = min(n, j0 + chunk)
+            d2 = torch.addmm(sq[i0:i1, None] + sq[None, j0:j1], Xw[i0:i1], Xw[j0:j1].T, beta=1.0, alpha=-2.0)
+            if i0 == j0:
+                d2.fill_diagonal_(float("inf"))
+                merge(i0, i1, d2, j0)
+            else:
+                merge(i0, i1, d2, j0)
+                merge(j0, j1, d2.T, i0)
+    return best_i
+
+
 def knn(X: Any, k: int, *, device: DeviceLike = "auto", chunk: Optional[int] = None,
-        margin: int = 4) -> Tuple[np.ndarray, np.ndarray]:
+        margin: int = 4, symmetric: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Exact ``k`` nearest neighbours of every point among the others: ``(distances, indices)``, ``(N, k)``.
 
-    Distances are sorted ascending and exclude the point itself.  Candidates come from a float32 (or
-    the input's float64) matrix product per chunk of rows on ``device``; the ``k + margin`` best are
-    then measured exactly in float64.
+    Distances are sorted ascending and exclude the point itself.  Candidates come from a float32 (or,
+    on the CPU, the input's float64) distance expansion computed in blocks on ``device``; the
+    ``k + margin`` best are then measured directly from the coordinate differences.  ``symmetric=True``
+    computes each block of distances once and uses it for both of its row blocks:
+    half the products.
     """
     pts = _as_points(X)
     n = pts.shape[0]
@@ -74,24 +121,30 @@ def knn(X: Any, k: int, *, device: DeviceLike = "auto", chunk: Optional[int] = N
     Xw = Xr.to(work_dtype)
     sq = (Xw * Xw).sum(1)
     kc = min(n - 1, k + margin)
+    if symmetric is None:  # measured: the merging of running lists costs about what the halved products save
+        symmetric = False
     if chunk is None:
-        budget = 64 * 1024 ** 2 // 4  # ~64 MB of distances per chunk
-        refine = 64 * 1024 ** 2 // (Xr.element_size() * kc * pts.shape[1])  # ~64 MB of differences
-        chunk = max(1, min(n, budget // max(n, 1), refine, 4096))
+        if symmetric:
+            chunk = max(kc + 1, min(n, 2048))
+        else:
+            budget = 64 * 1024 ** 2 // 4  # ~64 MB of distances per chunk
+            chunk = max(1, min(n, budget // max(n, 1), 4096))
+    chunk = int(chunk)
+    if symmetric and chunk < n:
+        cand = _candidates_symmetric(Xw, sq, kc, max(chunk, kc))
+    else:
+        cand = _candidates_rows(Xw, sq, kc, chunk)
     dists = np.empty((n, k))
     index = np.empty((n, k), dtype=np.int64)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        # ||x_j||^2 - 2 x_i.x_j ranks the neighbours of x_i like the squared distance (one fused product)
-        d2 = torch.addmm(sq[None, :], Xw[start:stop], Xw.T, beta=1.0, alpha=-2.0)
-        rows = torch.arange(stop - start, device=dev)
-        d2[rows, rows + start] = float("inf")
-        cand = torch.topk(d2, kc, dim=1, largest=False, sorted=False).indices
+    refine = max(1, 64 * 1024 ** 2 // (Xr.element_size() * kc * pts.shape[1]))  # ~64 MB of differences
+    for start in range(0, n, refine):
+        stop = min(n, start + refine)
+        c = cand[start:stop]
         # exact distances to the candidates, from the differences (in the input's precision)
-        exact = torch.linalg.vector_norm(Xr[cand] - Xr[start:stop, None, :], dim=-1).double()
+        exact = torch.linalg.vector_norm(Xr[c] - Xr[start:stop, None, :], dim=-1).double()
         order = torch.argsort(exact, dim=1)[:, :k]
         dists[start:stop] = torch.gather(exact, 1, order).cpu().numpy()
-        index[start:stop] = torch.gather(cand, 1, order).cpu().numpy()
+        index[start:stop] = torch.gather(c, 1, order).cpu().numpy()
     return dists, index
 
 
