@@ -71,15 +71,18 @@ def main() -> None:
     except Exception as exc:  # pragma: no cover - the peer is optional
         peer = None
         print(f"  loss-landscapes unavailable: {type(exc).__name__}: {exc}")
-    t_ours = t_peer = float("inf")
+    t_ours = t_peer = t_vec = float("inf")
     for _round in range(2):
         t, res = timed(lambda: L.plane(model, None, train, steps=args.steps, device=dev, progress=False), dev)
         t_ours = min(t_ours, t)
+        t_vec = min(t_vec, timed(lambda: L.plane(model, None, train, steps=args.steps, device=dev, progress=False,
+                                                 vectorize=True), dev)[0])
         if peer is not None:
             t_peer = min(t_peer, timed(peer, dev)[0])
     print(f"\n(a) 2-D map, {P} points (best of 2, alternated)")
-    print(f"  ours            : {t_ours:8.2f} s  {P / t_ours:9.1f} points/s  (chunk {res.settings['chunk']},"
-          " loss and accuracy)")
+    print(f"  ours            : {t_ours:8.2f} s  {P / t_ours:9.1f} points/s  (chunk {res.settings['chunk']}, "
+          f"vectorized={res.settings['vectorized']}, loss and accuracy)")
+    print(f"  ours, vmap      : {t_vec:8.2f} s  {P / t_vec:9.1f} points/s  (vectorize=True)")
     if peer is not None:
         print(f"  loss-landscapes : {t_peer:8.2f} s  {P / t_peer:9.1f} points/s  (loss only)")
         print(f"  speed-up        : {t_peer / t_ours:8.2f} x")

@@ -120,7 +120,8 @@ def _pair(value: Any, name: str) -> Tuple[Any, Any]:
 
 def _evaluate_splits(model: nn.Module, thetas: torch.Tensor, splits: Dict[str, Dataset], loss_fn, *,
                      bn: str, train_data, batch_size: int, chunk, device, progress, buffers=None,
-                     info: Optional[dict] = None) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+                     info: Optional[dict] = None, vectorize: Any = "auto"
+                     ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
     if train_data is None:  # BatchNorm statistics are recomputed on training data, never on a test split
         train_data = splits.get("train", next(iter(splits.values())))
     loss, acc = {}, {}
@@ -136,7 +137,7 @@ def _evaluate_splits(model: nn.Module, thetas: torch.Tensor, splits: Dict[str, D
         for split, ds in splits.items():
             r = evaluate_points(model, thetas, ds, loss_fn, batch_size=batch_size, chunk=chunk, bn=bn,
                                 train_data=train_data, buffers=buffers, device=device,
-                                progress=cb if progress else False, info=info)
+                                progress=cb if progress else False, info=info, vectorize=vectorize)
             loss[split], acc[split] = r["loss"], r["accuracy"]
             done[0] += thetas.shape[0]
             if bar.done < done[0]:
@@ -167,7 +168,7 @@ def plane(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None
           span: Any = 1.0, directions: Any = None, norm: str = "filter", ignore: Optional[str] = "biasbn",
           seed: int = 0, orthogonal: bool = False, bn: str = "eval", train_data: Any = None,
           batch_size: int = 1024, chunk: Optional[int] = None, trajectory: Optional[np.ndarray] = None,
-          device: DeviceLike = "auto", progress: ProgressLike = True) -> LandscapeResult:
+          vectorize: Any = "auto", device: DeviceLike = "auto", progress: ProgressLike = True) -> LandscapeResult:
     """A 2-D loss map ``L(theta* + x d1 + y d2)`` on a regular grid ``[-span, span]^2`` around the model.
 
     ``steps`` and ``span`` may be pairs ``(x, y)``.  Directions are random (seeded; ``d1`` uses
@@ -190,12 +191,14 @@ def plane(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None
     thetas = AffinePoints(theta, d, np.stack([X.ravel(), Y.ravel()], 1))
     info: Dict[str, Any] = {}
     loss, acc = _evaluate_splits(model, thetas, splits, loss_fn, bn=bn, train_data=train_data,
-                                 batch_size=batch_size, chunk=chunk, device=dev, progress=progress, info=info)
+                                 batch_size=batch_size, chunk=chunk, device=dev, progress=progress, info=info,
+                                 vectorize=vectorize)
     loss = {k: v.reshape(len(y), len(x)) for k, v in loss.items()}
     acc = {k: v.reshape(len(y), len(x)) for k, v in acc.items()}
     settings = _settings(model, splits, dev, kind="plane", steps=[len(x), len(y)], span=[float(sx), float(sy)],
                          norm=norm if directions is None else "given", ignore=ignore, seed=seed,
-                         orthogonal=orthogonal, bn=info.get("bn", bn), batch_size=batch_size, chunk=info.get("chunk"), vectorized=info.get("vectorized"),
+                         orthogonal=orthogonal, bn=info.get("bn", bn), batch_size=batch_size, chunk=info.get("chunk"),
+                         vectorized=info.get("vectorized"),
                          loss_fn=getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn else "cross_entropy")
     return LandscapeResult(settings=settings, x=x, y=y, loss=loss, accuracy=acc,
                            origin=theta.detach().cpu().numpy(), directions=d.detach().cpu().numpy(),
@@ -205,7 +208,8 @@ def plane(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None
 def line(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None, *, steps: int = 51,
          span: Any = 1.0, direction: Any = None, norm: str = "filter", ignore: Optional[str] = "biasbn",
          seed: int = 0, bn: str = "eval", train_data: Any = None, batch_size: int = 1024,
-         chunk: Optional[int] = None, device: DeviceLike = "auto", progress: ProgressLike = True) -> LandscapeResult:
+         chunk: Optional[int] = None, vectorize: Any = "auto", device: DeviceLike = "auto",
+         progress: ProgressLike = True) -> LandscapeResult:
     """A 1-D loss curve ``L(theta* + x d)`` for ``x`` on ``[-span, span]`` (or ``span=(lo, hi)``)."""
     splits = as_splits(data)
     dev = resolve_device(device)
@@ -216,10 +220,12 @@ def line(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None,
     thetas = AffinePoints(theta, d, x[:, None])
     info: Dict[str, Any] = {}
     loss, acc = _evaluate_splits(model, thetas, splits, loss_fn, bn=bn, train_data=train_data,
-                                 batch_size=batch_size, chunk=chunk, device=dev, progress=progress, info=info)
+                                 batch_size=batch_size, chunk=chunk, device=dev, progress=progress, info=info,
+                                 vectorize=vectorize)
     settings = _settings(model, splits, dev, kind="line", steps=len(x), span=[lo, hi],
                          norm=norm if direction is None else "given", ignore=ignore, seed=seed,
-                         bn=info.get("bn", bn), batch_size=batch_size, chunk=info.get("chunk"), vectorized=info.get("vectorized"),
+                         bn=info.get("bn", bn), batch_size=batch_size, chunk=info.get("chunk"),
+                         vectorized=info.get("vectorized"),
                          loss_fn=getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn else "cross_entropy")
     return LandscapeResult(settings=settings, x=x, loss=loss, accuracy=acc, origin=theta.detach().cpu().numpy(),
                            directions=d.detach().cpu().numpy())
@@ -228,7 +234,7 @@ def line(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None,
 def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None, *,
                 steps: int = 41, span: Tuple[float, float] = (-0.5, 1.5), bn: str = "interpolate",
                 train_data: Any = None, batch_size: int = 1024, chunk: Optional[int] = None,
-                device: DeviceLike = "auto", progress: ProgressLike = True) -> LandscapeResult:
+                vectorize: Any = "auto", device: DeviceLike = "auto", progress: ProgressLike = True) -> LandscapeResult:
     """Loss along ``theta(a) = (1 - a) theta_A + a theta_B`` for ``a`` on ``span`` (default ``[-0.5, 1.5]``).
 
     BatchNorm running statistics: ``bn="interpolate"`` (linear in ``a`` like the weights, extrapolated
@@ -265,9 +271,10 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Optional[Callab
     loss, acc = _evaluate_splits(model_a, thetas, splits, loss_fn, bn="reset" if bn == "reset" else "eval",
                                  train_data=train_data,
                                  batch_size=batch_size, chunk=chunk, device=dev, progress=progress, buffers=buffers,
-                                 info=info)
+                                 info=info, vectorize=vectorize)
     settings = _settings(model_a, splits, dev, kind="interpolation", steps=len(a), span=[lo, hi],
-                         bn=bn if has_bn else "none", batch_size=batch_size, chunk=info.get("chunk"), vectorized=info.get("vectorized"),
+                         bn=bn if has_bn else "none", batch_size=batch_size, chunk=info.get("chunk"),
+                         vectorized=info.get("vectorized"),
                          loss_fn=getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn else "cross_entropy")
     return LandscapeResult(settings=settings, x=a, loss=loss, accuracy=acc, origin=ta.detach().cpu().numpy(),
                            directions=d.detach().cpu().numpy())
