@@ -338,15 +338,32 @@ def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: 
             vmapped_shared = vmap(point_fn, in_dims=(0, None, None, None))
             vmapped_own = vmap(point_fn, in_dims=(0, 0, None, None))
         else:
-            def _looped(shared_bufs):
-                def run(params, bufs, xb, yb):
-                    outs = [point_fn({k: v[i] for k, v in params.items()},
-                                     bufs if shared_bufs else {k: v[i] for k, v in bufs.items()}, xb, yb)
-                            for i in range(next(iter(params.values())).shape[0])]
-                    return torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs])
-                return run
+            # one point after another on a private copy whose parameters are views of one flat tensor:
+            # moving to the next point is a single copy, then plain forward passes
+            work = copy.deepcopy(model).to(dev).eval()
+            flat = torch.empty(spec.numel, dtype=spec.dtype, device=dev)
+            wparams = dict(work.named_parameters())
+            for name, shape, sl in spec.items():
+                wparams[name].data = flat[sl].view(shape)
+            wbuffers = dict(work.named_buffers())
 
-            vmapped_shared, vmapped_own = _looped(True), _looped(False)
+            def loop_block(block, bufs):
+                m = block.shape[0]
+                tl = torch.zeros(m, dtype=torch.float64, device=dev)
+                tc = torch.zeros(m, dtype=torch.float64, device=dev)
+                for i in range(m):
+                    flat.copy_(block[i])
+                    if bufs is not None:
+                        for k, v in bufs.items():
+                            wbuffers[k].copy_(v[i])
+                    for xb, yb in ds_dev.batches(batch_size):
+                        out = work(xb)
+                        tl[i] += batch_loss_sum(loss_fn, out, yb).double()
+                        if out.dim() == 2 and int_targets and yb.dim() == 1:
+                            tc[i] += (out.argmax(-1) == yb).sum().double()
+                        else:
+                            tc[i] = float("nan")
+                return tl, tc
 
         first_x = next(ds_dev.batches(batch_size))[0]
         try:  # a clear error for data the model cannot take, before any vectorised pass
@@ -365,6 +382,7 @@ def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: 
                 raise ValueError(f"chunk={chunk}; use a positive number of points per pass or None")
             chunk_now = int(min(int(chunk), P))
 
+        n_batches = -(-len(ds_dev) // batch_size) if batch_size else 1
         losses = np.full(P, np.nan)
         accs = np.full(P, np.nan)
         n = len(ds_dev)
@@ -389,7 +407,10 @@ def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: 
                     tot_loss = torch.zeros(stop - start, dtype=torch.float64, device=dev)
                     tot_corr = torch.zeros(stop - start, dtype=torch.float64, device=dev)
                     with torch.no_grad():
-                        for xb, yb in ds_dev.batches(batch_size):
+                        if not vectorize:
+                            tot_loss, tot_corr = loop_block(block, bufs)
+                            passes += (stop - start) * n_batches
+                        for xb, yb in (ds_dev.batches(batch_size) if vectorize else ()):
                             if bufs is None:
                                 l, c = vmapped_shared(params, base_buffers, xb, yb)
                             else:
