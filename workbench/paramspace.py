@@ -7,8 +7,10 @@ of the model at ``P`` parameter vectors (a ``P x D`` tensor, or :class:`AffinePo
 chunk) over the *whole* data set.  On a GPU it evaluates a chunk of points per pass with
 :func:`torch.func.functional_call` under :func:`torch.func.vmap`, so the network runs once per batch for
 the whole chunk; the chunk is sized to the memory available and halved on out-of-memory instead of
-failing.  On a CPU (where vectorising was measured not to pay) it runs one functional call per point and
-batch; ``vectorize=True`` forces the vmap path anywhere.
+failing.  On a CPU (where vectorising was measured not to pay) it evaluates one point after another on a
+private copy of the model whose parameters are views of one flat tensor: moving to the next point is one
+copy of that point's vector, then plain forward passes over the batches; ``vectorize=True`` forces the
+vmap path anywhere.
 
 BatchNorm is used in eval mode (the model's running statistics) by default; ``bn="reset"`` recomputes
 the running statistics at every point on training data first (the right choice far from the trained
@@ -279,8 +281,9 @@ def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: 
         ``train_data``, default ``data``).
     buffers : optional name -> ``(P, *shape)`` per-point buffers (e.g. interpolated BatchNorm statistics).
     vectorize : ``True`` evaluates a chunk of points in one :func:`torch.func.vmap` pass; ``False`` one
-        point after another (still one functional call per point and batch, no copy of the model);
-        ``"auto"`` vectorises on a GPU and not on a CPU, where it was measured not to pay.
+        point after another on a private copy of the model (``model`` is deep-copied once per call; each
+        point's vector is copied into the copy's flat parameter storage, then plain forward passes run
+        per batch); ``"auto"`` vectorises on a GPU and not on a CPU, where it was measured not to pay.
     info : optional dict filled with ``chunk`` (the chunk actually used), ``passes`` and ``vectorized``.
 
     Returns ``{"loss": (P,), "accuracy": (P,)}`` NumPy arrays; a point whose loss is NaN or infinite
