@@ -219,17 +219,16 @@ def auto_chunk(model: nn.Module, spec: ParamSpec, xb: torch.Tensor, dev: torch.d
 @torch.no_grad()
 def reset_bn_buffers(model: nn.Module, theta: torch.Tensor, spec: ParamSpec, train_data: Dataset, *,
                      batch_size: int, device: torch.device) -> Dict[str, torch.Tensor]:
-    """BatchNorm running statistics recomputed (cumulative average over ``train_data``) at ``theta``."""
+    """The model's buffers at ``theta`` with BatchNorm running statistics recomputed on ``train_data``.
+
+    The statistics are the pooled mean and unbiased variance of each BatchNorm's inputs over all of
+    ``train_data`` (the one estimator of :func:`workbench.connectivity.reset_bn`, so maps and barriers agree).
+    """
+    from .connectivity.barrier import reset_bn
+
     work = copy.deepcopy(model).to(device)
     load_theta(work, theta, spec)
-    work.eval()
-    for m in work.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative moving average: exact mean over the batches
-            m.train()
-    for xb, _yb in train_data.batches(batch_size, device=device):
-        work(xb)
+    reset_bn(work, train_data, batch_size=batch_size, device=device)
     return {k: v.detach().clone() for k, v in work.named_buffers()}
 
 

@@ -102,13 +102,19 @@ def interpolate_state(state_a: Dict[str, torch.Tensor], state_b: Dict[str, torch
 
 @torch.no_grad()
 def reset_bn(model: nn.Module, data: Any, *, batch_size: int = 512, device: DeviceLike = "auto") -> nn.Module:
-    """Recompute every BatchNorm's running statistics on ``data``.
+    """Recompute every BatchNorm's running statistics on ``data`` (in place; returns ``model``).
 
-    One pass in training mode (each BatchNorm normalises with its batch's statistics, as in training);
-    each layer's running mean and (unbiased) variance are then set to the exact statistics of all the
-    inputs it saw, weighted per sample.  With one batch covering the data every layer is exact.
+    One pass over ``data`` in training mode (each BatchNorm normalises with its batch's statistics, as in
+    training; everything else, dropout included, in eval mode).  Each layer's running mean and unbiased
+    variance are then set to the pooled statistics of *all* the inputs it saw (sums over every batch,
+    weighted per sample), not to an average of per-batch variances.  A BatchNorm whose input does not
+    depend on another BatchNorm (the first one) gets the exact statistics of the whole data set for any
+    ``batch_size``; with one batch covering the data every layer is exact.  This is the one estimator used
+    along interpolation paths here and by :func:`workbench.paramspace.reset_bn_buffers` (landscape maps).
+    BatchNorms that do not track running statistics are left as they are.
     """
-    bns = [m for m in model.modules() if isinstance(m, _BN_TYPES)]
+    bns = [m for m in model.modules()
+           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
     if not bns:
         return model
     ds = as_dataset(data, "train_data")
@@ -135,12 +141,15 @@ def reset_bn(model: nn.Module, data: Any, *, batch_size: int = 512, device: Devi
         for m in bns:
             m.eval()
     for m in bns:
+        if id(m) not in sums:  # a BatchNorm the forward pass never reached
+            continue
         s1, s2, n = sums[id(m)]
         mean = s1 / n
         var = (s2 / n - mean ** 2).clamp_min(0) * (n / max(n - 1, 1))
         m.running_mean.copy_(mean.to(m.running_mean.dtype))
         m.running_var.copy_(var.to(m.running_var.dtype))
-        m.num_batches_tracked.fill_(1) if m.num_batches_tracked is not None else None
+        if m.num_batches_tracked is not None:
+            m.num_batches_tracked.fill_(1)
     return model
 
 
