@@ -22,25 +22,101 @@ def _hand(k):
     return tp.concentration(HAND_TRAIN, val=HAND_VAL, test=HAND_TEST, k=k, device="cpu")
 
 
-def test_hand_example_k1_exact():
-    r = _hand(1)
-    # Train: clustering; Test/Val: common neighbours / d_i (no -1)
-    F = lambda *v: [float(Fraction(x)) for x in v]  # noqa: E731
-    np.testing.assert_allclose(r.train, F(1, 1, Fraction(1, 3), 0), rtol=0, atol=1e-15)
-    np.testing.assert_allclose(r.test, F(Fraction(1, 2), 0, 0, 1), rtol=0, atol=1e-15)
-    np.testing.assert_allclose(r.val, F(0, Fraction(1, 2), 0, 1), rtol=0, atol=1e-15)
-    assert r.beta == 0.5
+def _walk_ends(adj, i, k):
+    """Multiset (Counter) of the end points of every length-k walk from i, by listing the walks."""
+    from collections import Counter
+
+    walks = [(i,)]
+    for _ in range(k):
+        walks = [w + (v,) for w in walks for v in adj[w[-1]]]
+    return Counter(w[-1] for w in walks)
 
 
-def test_hand_example_k2_exact():
-    r = _hand(2)
-    # den_0 = (1 + 1/2)(2 + 5/2) = 27/4.  Test pair (0, 3): 1 + 1/2 + 1/2 + 4/4 = 3       -> 3 / (27/4) = 4/9
-    assert r.test[0] == pytest.approx(4 / 9, abs=1e-14)
-    # den_3 = (3/2)(1 + 3/2) = 15/4.  pair (3, 0): 1 + 1/2 + 1/2 + 3/4 = 11/4             -> 11/15
-    assert r.test[3] == pytest.approx(11 / 15, abs=1e-14)
-    # Train at 0: pairs (0,1) = 19/4, (0,2) = 5, mean 39/8, den 27/4 - 1 = 23/4             -> 39/46
-    assert r.train[0] == pytest.approx(39 / 46, abs=1e-14)
-    assert r.train[3] == 0.0  # d_3 = 1: undefined -> 0
+def _exact_tc(train, splits, n, K):
+    """TC from the REFERENCE definition in exact rational arithmetic: {split: [Fraction per node]}."""
+    adj = {i: [] for i in range(n)}
+    for u, v in train:
+        adj[u].append(v)
+        adj[v].append(u)
+    beta = Fraction(n, 2 * len(train))
+    H = {i: {k: _walk_ends(adj, i, k) for k in range(1, K + 1)} for i in range(n)}
+    out = {}
+    for name, edges in splits.items():
+        nbr = {i: [] for i in range(n)}
+        for u, v in edges:
+            nbr[u].append(v)
+            nbr[v].append(u)
+        vals = []
+        for i in range(n):
+            den = (sum(beta ** (k - 1) for k in range(1, K + 1))
+                   * sum(beta ** (k - 1) * sum(H[i][k].values()) for k in range(1, K + 1))
+                   - (1 if name == "train" else 0))
+            if not nbr[i] or den <= 0 or len(adj[i]) < (2 if name == "train" else 1):
+                vals.append(Fraction(0))
+                continue
+            total = Fraction(0)
+            for j in nbr[i]:
+                for k1 in range(1, K + 1):
+                    for k2 in range(1, K + 1):
+                        common = H[i][k1].keys() & H[j][k2].keys()
+                        total += beta ** (k1 + k2 - 2) * sum(H[i][k1][v] for v in common)
+            vals.append(total / len(nbr[i]) / den)
+        out[name] = vals
+    return out
+
+
+def _assert_matches_exact(got, exact):
+    for s, want in exact.items():
+        have = getattr(got, s)
+        assert len(have) == len(want)
+        for node, (h, w) in enumerate(zip(have, want)):
+            # float against the exact rational: within a few units in the last place
+            assert abs(Fraction(float(h)) - w) <= Fraction(1, 10 ** 15) * max(1, abs(w)), (s, node, h, w)
+
+
+# hand-derived, see the comments: |H^1| = d = (2, 2, 3, 1), A^2 rows (2,1,1,1), (1,2,1,1), (1,1,3,0),
+# (1,1,0,1) so |H^2| = (5, 5, 5, 3); at K=2 the denominators are (3/2)(|H^1| + |H^2|/2) = 27/4, 27/4,
+# 33/4, 15/4 (minus 1 for Train)
+HAND_EXPECTED = {
+    1: {"train": [Fraction(1), Fraction(1), Fraction(1, 3), Fraction(0)],     # clustering
+        "val": [Fraction(0), Fraction(1, 2), Fraction(0), Fraction(1)],      # |{2}| / d_i
+        "test": [Fraction(1, 2), Fraction(0), Fraction(0), Fraction(1)]},
+    2: {"train": [Fraction(39, 46), Fraction(39, 46), Fraction(20, 29), Fraction(0)],
+        "val": [Fraction(0), Fraction(4, 9), Fraction(0), Fraction(11, 15)],
+        "test": [Fraction(4, 9), Fraction(0), Fraction(0), Fraction(11, 15)]},
+}
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_hand_example_exact_all_nodes_all_splits(k):
+    splits = {"train": HAND_TRAIN, "val": HAND_VAL, "test": HAND_TEST}
+    exact = _exact_tc(HAND_TRAIN, splits, 4, k)
+    # the walk enumeration reproduces the values worked by hand, exactly:
+    # K=2 Train at 2: pairs (2,0) = (2,1) = 1 + 3/2 + 2 + 5/4 = 23/4, (2,3) = 0 + 3/2 + 3/2 + 1/2 = 7/2,
+    #   mean 5, over 33/4 - 1 = 29/4 -> 20/29;  Train at 0: (19/4 + 5)/2 = 39/8 over 23/4 -> 39/46;
+    # K=2 Val at 1 (neighbour 3): 1 + 1/2 + 1/2 + 4/4 = 3 over 27/4 -> 4/9;  Test at 3: 11/4 over 15/4
+    assert exact == HAND_EXPECTED[k]
+    got = _hand(k)
+    assert got.beta == 0.5
+    _assert_matches_exact(got, exact)
+    _assert_matches_exact(got, HAND_EXPECTED[k])
+
+
+def test_irregular_example_exact_from_walks():
+    # 7 nodes, 9 training edges: beta = 7/18, not a power of two
+    train = [(0, 1), (0, 2), (1, 2), (2, 3), (3, 4), (4, 5), (3, 5), (5, 6), (1, 3)]
+    val = [(0, 3), (2, 4)]
+    test = [(0, 4), (1, 5), (4, 6), (2, 6)]
+    splits = {"train": train, "val": val, "test": test}
+    for k in (1, 2, 3):
+        exact = _exact_tc(train, splits, 7, k)
+        got = tp.concentration(train, val=val, test=test, k=k, device="cpu")
+        assert got.beta == pytest.approx(7 / 18, rel=1e-15)
+        _assert_matches_exact(got, exact)
+        assert all(any(v > 0 for v in exact[s]) for s in splits)
+    # one value by hand at K=1: Test at 6 (neighbours 4 and 2, training neighbour 5): H_6^1 = {5};
+    # 5 is a training neighbour of 4, not of 2 -> (1 + 0) / 2 / (1 * 1) = 1/2
+    assert _exact_tc(train, splits, 7, 1)["test"][6] == Fraction(1, 2)
 
 
 def test_asymmetric():
@@ -107,6 +183,34 @@ def test_self_loops_and_duplicates_are_cleaned_with_message_or_rejected():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert tp.edge_array(both).tolist() == [[0, 1], [1, 2]]
+
+
+def test_edges_shared_between_splits_are_dropped_with_message_or_rejected():
+    clean = tp.concentration(HAND_TRAIN, val=HAND_VAL, test=HAND_TEST, k=2, device="cpu")
+    # val repeats a training edge (given reversed); test repeats a training edge and the val edge
+    val = HAND_VAL + [(2, 0)]
+    test = HAND_TEST + [(3, 2), (3, 1)]
+    with pytest.warns(tp.GraphInputWarning) as rec:
+        got = tp.concentration(HAND_TRAIN, val=val, test=test, k=2, device="cpu")
+    msgs = [str(w.message) for w in rec]
+    assert any(m.startswith("val: removed 1 edge(s) also in train") for m in msgs), msgs
+    assert any(m.startswith("test: removed 1 edge(s) also in train and 1 edge(s) also in val") for m in msgs)
+    for s in ("train", "val", "test"):
+        np.testing.assert_array_equal(getattr(got, s), getattr(clean, s))
+    np.testing.assert_array_equal(got.degree_val, [0, 1, 0, 1])
+    np.testing.assert_array_equal(got.degree_test, [1, 0, 0, 1])
+    assert got.settings["edges"] == {"train": 4, "val": 1, "test": 1}
+    with pytest.raises(ValueError, match=r"test has 1 edge\(s\) also in val.*clean=True"):
+        tp.concentration(HAND_TRAIN, val=HAND_VAL, test=[(0, 3), (1, 3)], clean=False)
+    with pytest.raises(ValueError, match=r"val has 1 edge\(s\) also in train"):
+        tp.concentration(HAND_TRAIN, val=[(0, 1)], clean=False)
+    # an EdgeSplit with a leaked test edge is cleaned the same way everywhere the splits are read
+    split = tp.split_edges(tp.builtin("karate"), seed=0)
+    leaky = tp.EdgeSplit(train=split.train, val=split.val, test=np.vstack([split.test, split.train[:3]]),
+                         num_nodes=split.num_nodes)
+    with pytest.warns(tp.GraphInputWarning, match="test: removed 3 edge"):
+        np.testing.assert_array_equal(tp.concentration(leaky, k=1, device="cpu").test,
+                                      tp.concentration(split, k=1, device="cpu").test)
 
 
 def test_input_forms_agree(tmp_path):
@@ -205,11 +309,13 @@ def test_rank_metrics_by_hand():
     assert m["hits@5"] == 0 and m["ndcg@5"] == 0 and m["mrr"] == pytest.approx(1 / 7)
 
 
-def test_node_metrics_common_neighbours_match_brute_force():
+def test_node_metrics_common_neighbours_match_brute_force(tmp_path):
     split = tp.split_edges(tp.builtin("les_miserables"), seed=1)
     n = split.num_nodes
     pred = tp.fit_link_predictor(split, model="cn")
-    got = tp.node_metrics(pred, split, ks=(1, 5, 10), seed=4, device="cpu")
+    res = tp.node_metrics(pred, split, ks=(1, 5, 10), seed=4, device="cpu")
+    assert isinstance(res, tp.NodePerformance) and res.ks == [1, 5, 10] and res.settings["seed"] == 4
+    got = res.to_frame()
     a = np.zeros((n, n))
     for u, v in split.train:
         a[u, v] = a[v, u] = 1
@@ -226,6 +332,9 @@ def test_node_metrics_common_neighbours_match_brute_force():
         for key, val in want.items():
             assert got.loc[i, key] == pytest.approx(val), (i, key)
     assert got["n_test"].sum() == 2 * len(split.test)
+    back = tp.NodePerformance.load(res.save(tmp_path / "perf"))
+    pd.testing.assert_frame_equal(back.to_frame(), got, check_index_type=False)
+    assert back.ks == [1, 5, 10] and back.settings["predictor"]["model"] == "cn"
 
 
 def test_gcn_learns_and_tc_tracks_performance():
@@ -264,6 +373,18 @@ def test_results_round_trip_and_figures(tmp_path):
     np.testing.assert_allclose(np.asarray(draw.data[1].marker.color, float), rep.nodes["tc_train"].to_numpy())
     assert len(figures.distributions(tc).data) == 3
     assert len(figures.correlation_bars(rep, target="mrr").data[0].x) == len(tp.PREDICTORS)
+    # degree on all three splits and ATC on val are baselines in the correlations, computed over test nodes
+    preds = set(rep.correlations["predictor"])
+    assert {"degree_train", "degree_val", "degree_test", "atc_val", "atc_test"} <= preds
+    from scipy import stats
+
+    c = rep.correlations.set_index(["predictor", "target"])
+    for col in ("degree_val", "degree_test", "atc_val"):
+        x, y = ev[col].to_numpy(float), ev["mrr"].to_numpy(float)
+        assert c.loc[(col, "mrr"), "n"] == len(ev)
+        np.testing.assert_allclose(c.loc[(col, "mrr"), "spearman"], stats.spearmanr(x, y)[0], rtol=1e-12,
+                                   equal_nan=False)
+    np.testing.assert_array_equal(ev["degree_test"].to_numpy(), ev["n_test"].to_numpy())
     assert len(figures.shift(tc).data[0].x) == int((tc.defined("train") & tc.defined("test")).sum())
     assert list(figures.tc_by_hops([tc]).data[0].x) == [2]
     with pytest.raises(ValueError, match="max_nodes"):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
@@ -32,7 +33,7 @@ import scipy.sparse as sps
 from ..backend import DeviceLike, array_module, describe, resolve_device, synchronize, to_numpy
 from ..progress import Progress, ProgressLike
 from ..results import Result
-from .graphs import EdgeSplit, as_graph
+from .graphs import EdgeSplit, GraphInputWarning, as_graph
 
 SPLITS = ("train", "val", "test")
 MAX_K = 6
@@ -62,7 +63,39 @@ def _resolve_splits(train: Any, val: Any, test: Any, num_nodes: Optional[int], c
     edges = {k: (np.zeros((0, 2), np.int64) if p is None else p.edges) for k, p in parts.items()}
     if len(edges["train"]) == 0:
         raise ValueError("train has no edges: TC is defined on the training graph, pass at least one edge")
+    edges = _drop_shared(edges, n, clean)
     return edges, n, g_train.name
+
+
+def _drop_shared(edges: Dict[str, np.ndarray], n: int, clean: bool) -> Dict[str, np.ndarray]:
+    """Remove from val the edges also in train, and from test those also in train or val.
+
+    The splits must be disjoint: an edge in two splits would be counted both as an existing and as a new
+    neighbour.  Edges are canonical (``u < v``, unique) here.  With ``clean=False`` shared edges raise.
+    """
+    key = lambda e: e[:, 0] * np.int64(n) + e[:, 1]  # noqa: E731
+    keys = {s: key(edges[s]) for s in SPLITS}
+    out = dict(edges)
+    for s, earlier in (("val", ("train",)), ("test", ("train", "val"))):
+        if not len(edges[s]):
+            continue
+        drop = np.zeros(len(edges[s]), dtype=bool)
+        found = []
+        for t in earlier:
+            hit = np.isin(keys[s], keys[t]) & ~drop
+            if hit.any():
+                found.append(f"{int(hit.sum())} edge(s) also in {t}")
+            drop |= hit
+        if not found:
+            continue
+        what = " and ".join(found)
+        if not clean:
+            raise ValueError(f"{s} has {what}; the splits must be disjoint: remove them from {s} or pass "
+                             "clean=True to drop them")
+        warnings.warn(f"{s}: removed {what}; every edge belongs to one split", GraphInputWarning, stacklevel=4)
+        out[s] = edges[s][~drop]
+        keys[s] = keys[s][~drop]
+    return out
 
 
 def _adjacency(edges: np.ndarray, n: int) -> sps.csr_matrix:
@@ -185,7 +218,10 @@ def concentration(train: Any, *, val: Any = None, test: Any = None, k: int = 1,
     """Exact topological concentration of every node at ``k`` hops for the train/val/test neighbours.
 
     ``train``, ``val``, ``test`` are edge collections (see :mod:`workbench.topology.graphs`); ``train``
-    may be an :class:`EdgeSplit`, whose val/test are then used.  ``num_nodes`` defaults to one more than
+    may be an :class:`EdgeSplit`, whose val/test are then used.  Self-loops, repeated edges and edges
+    shared between splits (a val edge also in train; a test edge also in train or val) are dropped from
+    the later split with a :class:`GraphInputWarning` (``clean=True``) or raise (``clean=False``).
+    ``num_nodes`` defaults to one more than
     the largest node id.  ``max_block_nnz`` bounds the stored entries of one block of the sparse K-hop
     expansion (memory ~ 40 bytes per entry).  Returns a :class:`TCResult`; ``to_frame()`` has one row
     per node with columns ``train``, ``val``, ``test``.

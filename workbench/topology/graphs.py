@@ -12,7 +12,8 @@ Every entry point of :mod:`workbench.topology` accepts an *edge collection*:
 
 Graphs are undirected and simple.  Self-loops and repeated edges are never silently counted: with
 ``clean=True`` (the default) they are removed and a :class:`GraphInputWarning` says how many; with
-``clean=False`` they raise :class:`ValueError`.  An array that lists every edge exactly once in each
+``clean=False`` they raise :class:`ValueError`.  The same holds for an edge given in two splits (see
+:func:`workbench.topology.concentration`).  An array that lists every edge exactly once in each
 direction (the PyTorch Geometric convention) is read as one undirected edge per pair without a warning.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ BUILTIN_GRAPHS = SOCIAL_GRAPHS + GENERATED_GRAPHS
 
 
 class GraphInputWarning(UserWarning):
-    """Self-loops or repeated edges were removed from an input graph."""
+    """Self-loops, repeated edges or edges shared between splits were removed from an input graph."""
 
 
 @dataclasses.dataclass
