@@ -19,6 +19,12 @@ def test_panel_runs_and_draws_the_library_values():
     np.testing.assert_allclose(np.asarray(p.figures["overview"].data[1].marker.color, float),
                                want.nodes["tc_test"].to_numpy())
     assert "Train-TC" in p.summary.value
+    # the correlation bars show every predictor, degree on all three splits included, with the library values
+    bars = p.figures["correlations"].data[0]
+    assert list(bars.x) == list(tp.PREDICTORS)
+    assert {"degree_val", "degree_test", "atc_val"} <= set(bars.x)
+    c = want.correlations[want.correlations["target"] == "hits@10"]
+    np.testing.assert_allclose(np.asarray(bars.y, float), c["pearson"].to_numpy(), equal_nan=False)
     # changing the split / metric redraws without recomputing
     runs = p.runs
     p.widgets["split"].value = "train"

@@ -27,8 +27,8 @@ __all__ = [
 ]
 from . import figures  # noqa: E402
 from .analysis import PREDICTORS, TopologyReport, analyze  # noqa: E402
-from .linkpred import (LinkPredictor, correlations, distribution_shift, fit_link_predictor,  # noqa: E402
-                       node_metrics, rank_metrics)
+from .linkpred import (LinkPredictor, NodePerformance, correlations, distribution_shift,  # noqa: E402
+                       fit_link_predictor, node_metrics, rank_metrics)
 
-__all__ += ["figures", "PREDICTORS", "TopologyReport", "analyze", "LinkPredictor", "correlations",
-            "distribution_shift", "fit_link_predictor", "node_metrics", "rank_metrics"]
+__all__ += ["figures", "PREDICTORS", "TopologyReport", "analyze", "LinkPredictor", "NodePerformance",
+            "correlations", "distribution_shift", "fit_link_predictor", "node_metrics", "rank_metrics"]

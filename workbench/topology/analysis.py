@@ -14,7 +14,10 @@ from .concentration import SPLITS, approximate_concentration, concentration, sub
 from .graphs import EdgeSplit, split_edges
 from .linkpred import DEFAULT_KS, correlations, distribution_shift, fit_link_predictor, node_metrics
 
-PREDICTORS = ("tc_train", "tc_val", "tc_test", "atc_test", "degree_train", "density")
+# every per-node predictor correlated with performance: TC and ATC per split, the degree baselines on
+# train/val/test (REFERENCE section 6) and the K-hop ego-net density
+PREDICTORS = ("tc_train", "tc_val", "tc_test", "atc_val", "atc_test", "degree_train", "degree_val",
+              "degree_test", "density")
 
 
 @dataclasses.dataclass
@@ -53,7 +56,7 @@ def analyze(graph: Any, *, k: int = 1, val: float = 0.1, test: float = 0.2, mode
     dens = subgraph_density(split.train, k=k, num_nodes=split.num_nodes, device=device)
     pred = fit_link_predictor(split, model=model, epochs=epochs, reweight=reweight, k=k, tc=tc, seed=seed,
                               device=device, progress=progress)
-    perf = node_metrics(pred, split, ks=ks, seed=seed, device=device)
+    perf = node_metrics(pred, split, ks=ks, seed=seed, device=device).to_frame()
     nodes = pd.DataFrame({f"tc_{s}": getattr(tc, s) for s in SPLITS}, index=pd.RangeIndex(split.num_nodes,
                                                                                               name="node"))
     for s in SPLITS:

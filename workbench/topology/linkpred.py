@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ..backend import DeviceLike, describe, resolve_device
 from ..progress import Progress, ProgressLike
+from ..results import Result
 from .concentration import TCResult, _adjacency, _resolve_splits
 from .graphs import EdgeSplit
 
@@ -173,6 +174,27 @@ def fit_link_predictor(split: Any, *, model: str = "gcn", epochs: int = 100, lr:
 # --------------------------------------------------------------------------------------------
 # per-node ranking metrics
 # --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class NodePerformance(Result):
+    """Per-node link-prediction performance: one row per evaluated node (index ``node``) with ``n_test``
+    (its number of test neighbours) and Hits@K, NDCG@K, Recall@K for each K in ``ks``, and MRR."""
+
+    nodes: pd.DataFrame = None
+    ks: list = dataclasses.field(default_factory=list)
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.nodes
+
+    @property
+    def metric_columns(self) -> list:
+        """The performance columns (everything but ``n_test``)."""
+        return [c for c in self.nodes.columns if c != "n_test"]
+
+    def __repr__(self) -> str:
+        means = ", ".join(f"{c}={self.nodes[c].mean():.4f}" for c in self.metric_columns)
+        return f"NodePerformance(nodes={len(self.nodes)}, mean: {means})"
+
+
 def rank_metrics(ranks: Sequence[int], *, ks: Sequence[int] = DEFAULT_KS) -> Dict[str, float]:
     """Hits@K, NDCG@K, Recall@K and MRR of one node from the 1-based ranks of its test neighbours."""
     r = np.sort(np.asarray(ranks, dtype=np.float64))
@@ -190,13 +212,14 @@ def rank_metrics(ranks: Sequence[int], *, ks: Sequence[int] = DEFAULT_KS) -> Dic
 def node_metrics(predictor: LinkPredictor, split: Any, *, ks: Sequence[int] = DEFAULT_KS,
                  exclude_val: bool = True, nodes: Optional[Sequence[int]] = None, seed: int = 0,
                  block_size: int = 256, device: DeviceLike = "auto",
-                 progress: ProgressLike = False) -> pd.DataFrame:
+                 progress: ProgressLike = False) -> NodePerformance:
     """Per-node Hits@K, NDCG@K, Recall@K, MRR of ``predictor`` on the test neighbours of ``split``.
 
     Every node with at least one test neighbour (or the given ``nodes``) ranks all nodes; itself, its
     training neighbours and (``exclude_val``) validation neighbours are excluded.  A test neighbour's rank
     is 1 + the number of candidates scored higher + the number scored equal that come first in one seeded
-    random order of the nodes.  One row per node, with ``n_test`` its number of test neighbours.
+    random order of the nodes.  Returns a :class:`NodePerformance` whose ``to_frame()`` has one row per
+    node, with ``n_test`` its number of test neighbours.
     """
     if not isinstance(split, EdgeSplit):
         raise TypeError("split must be an EdgeSplit (train/val/test edges); build one with split_edges()")
@@ -239,7 +262,12 @@ def node_metrics(predictor: LinkPredictor, split: Any, *, ks: Sequence[int] = DE
                 row.update(rank_metrics(ranks[rr == li], ks=ks))
                 rows.append(row)
             bar.update()
-    return pd.DataFrame(rows).set_index("node")
+    cols = ["node", "n_test"] + list(rank_metrics([1], ks=ks))
+    frame = pd.DataFrame(rows, columns=cols).set_index("node")
+    return NodePerformance(nodes=frame, ks=[int(x) for x in ks],
+                           settings={"predictor": dict(predictor.settings), "ks": [int(x) for x in ks],
+                                     "exclude_val": exclude_val, "seed": seed, "device": describe(dev),
+                                     "nodes": None if nodes is None else [int(x) for x in todo]})
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,5 +306,5 @@ def distribution_shift(tc: TCResult) -> Dict[str, float]:
             "mean_difference": float((a - b).mean()), "fraction_train_above_test": float(np.mean(a > b))}
 
 
-__all__ = ["GCN", "LinkPredictor", "fit_link_predictor", "node_metrics", "rank_metrics", "correlations",
+__all__ = ["GCN", "LinkPredictor", "NodePerformance", "fit_link_predictor", "node_metrics", "rank_metrics", "correlations",
            "distribution_shift", "normalized_adjacency"]
