@@ -15,8 +15,9 @@ A sweep runs ``fn(**cell)`` for every ``cell`` (a dict of JSON-able settings) of
 * With ``store=`` every finished cell is written to disk atomically (temporary file + ``os.replace``),
   under a key derived from its settings.  Running the same sweep again loads the finished cells instead
   of recomputing them, so an interrupted or crashed sweep resumes where it stopped, and a crash while a
-  cell is being written never leaves a half-written result behind.  On several machines the store must
-  be a shared directory; cells are also written by the driver when a worker could not write them.
+  cell is being written never leaves a half-written result behind.  The driver writes every finished
+  cell its own store lacks, so the store is complete whether or not the workers share its directory (a
+  shared directory also keeps cells a worker finished just before the driver died).
 * ``progress=`` drives one bar across cells (finished cells count at once);
   :func:`estimate_cost` says how long the remaining cells will take before running them.
 """
@@ -103,9 +104,10 @@ class Store:
 
     SUFFIX = ".pkl"
 
-    def __init__(self, path: PathLike):
+    def __init__(self, path: PathLike, *, create: bool = True):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.path.mkdir(parents=True, exist_ok=True)
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r}, {len(self)} cells)"
@@ -252,16 +254,22 @@ def _resolve_executor(executor: Any, max_workers: Optional[int]) -> Tuple[Option
 
 def _run_cell(fn: Callable[..., Any], cell: Dict[str, Any], key: str,
               store_path: Optional[str]) -> Tuple[str, Any, float, bool]:
-    """Worker side: compute one cell and store it; returns (key, value, seconds, stored)."""
+    """Worker side: compute one cell and store it; returns (key, value, seconds, stored).
+
+    The worker writes the cell only where the store's directory already exists on its machine (it never
+    creates one), so a crash after the computation loses nothing on a shared store.  ``stored`` says
+    whether this worker wrote a file, not whether the driver can see it: on a machine with its own disk
+    the file lands there, so the driver always checks its own store (see :func:`run`).
+    """
     start = time.perf_counter()
     value = fn(**cell)
     seconds = time.perf_counter() - start
     stored = False
-    if store_path is not None:
+    if store_path is not None and os.path.isdir(store_path):
         try:
-            Store(store_path).write(key, cell, value, seconds)
+            Store(store_path, create=False).write(key, cell, value, seconds)
             stored = True
-        except OSError:  # e.g. the store is not shared with this worker: the driver writes it
+        except OSError:  # e.g. a read-only or vanished directory on this worker: the driver writes it
             stored = False
     return key, value, seconds, stored
 
@@ -331,7 +339,8 @@ def run(fn: Callable[..., Any], cells: Iterable[Mapping[str, Any]], *, store: Un
     by_key = dict(zip(keys, cells))
 
     def finish(key: str, value: Any, secs: float, stored: bool) -> None:
-        if st is not None and not stored:
+        # whatever the worker reported: a worker on another machine may have written its own disk
+        if st is not None and (recompute or key not in st):
             st.write(key, by_key[key], value, secs)
         values[key] = value
         seconds[key] = secs
@@ -453,8 +462,8 @@ def estimate_cost(fn: Callable[..., Any], cells: Iterable[Mapping[str, Any]], *,
     if seconds_per_cell is None and not measured:
         order = sorted((i for i in range(len(cells)) if not stored[i] and w[i] > 0), key=lambda i: w[i])
         for i in order[:max(1, int(sample))]:
-            _, value, secs, was_stored = _run_cell(fn, cells[i], keys[i], str(st.path) if st else None)
-            if st is not None and not was_stored:
+            _, value, secs, _ = _run_cell(fn, cells[i], keys[i], str(st.path) if st else None)
+            if st is not None and keys[i] not in st:
                 st.write(keys[i], cells[i], value, secs)
             measured.append((secs, w[i], cells[i]))
             if st is not None:

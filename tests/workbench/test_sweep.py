@@ -159,3 +159,39 @@ def test_dask_local_cluster_matches_local(tmp_path):
     for key in sweep.Store(tmp_path / "dask").keys():
         with open(sweep.Store(tmp_path / "dask").file(key), "rb") as fh:
             assert pickle.load(fh)["key"] == key
+
+
+def _own_disk(root, dask_worker=None):
+    """Give this Dask worker a private working directory, standing in for a machine with its own disk."""
+    d = Path(root) / "".join(ch if ch.isalnum() else "_" for ch in str(dask_worker.name))
+    (d / "store").mkdir(parents=True, exist_ok=True)
+    os.chdir(d)
+    return str(d)
+
+
+def test_dask_workers_with_their_own_disks_still_fill_the_driver_store(tmp_path, monkeypatch):
+    """A relative store path resolves to a different directory on each worker process (as on machines
+    with their own disks): the workers write there, and the driver must still write every cell itself."""
+    distributed = pytest.importorskip("distributed")
+    driver = tmp_path / "driver"
+    driver.mkdir()
+    monkeypatch.chdir(driver)
+    cells = sweep.grid(x=[1, 2, 3], y=[0, 5])
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        disks = client.run(_own_disk, str(tmp_path / "workers"))
+        assert len(set(disks.values())) == 2
+        fn = functools.partial(square_plus, log_dir=str(tmp_path / "log"))
+        res = sweep.run(fn, cells, store="store", executor=client, progress=False)
+        assert sorted(res.computed) == sorted(sweep.cell_key(c) for c in cells)
+        # the workers did write their own disks, not the driver's
+        on_workers = sum(len(sweep.Store(Path(d) / "store").keys()) for d in disks.values())
+        assert on_workers == len(cells)
+        st = sweep.Store(driver / "store")
+        assert sorted(st.keys()) == sorted(sweep.cell_key(c) for c in cells)
+        for c in cells:
+            assert st.read(sweep.cell_key(c))["value"]["value"] == c["x"] ** 2 + c["y"]
+        # resuming from the driver's store computes nothing
+        again = sweep.run(fn, cells, store="store", executor=client, progress=False)
+    assert again.computed == [] and len(again.loaded) == len(cells)
+    assert all(calls(tmp_path / "log", c["x"], c["y"]) == 1 for c in cells)
