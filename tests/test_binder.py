@@ -1,6 +1,8 @@
 """binder/ follows repo2docker's rules for a CPU launch that opens the tour notebook."""
 import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -41,6 +43,16 @@ def test_requirements_parse_and_pin_cpu_torch():
 def test_postbuild_is_an_executable_script_that_installs_the_package():
     post = BINDER / "postBuild"
     assert os.access(post, os.X_OK), "postBuild must be executable"
+    # what Binder clones is the committed mode, not this working tree's
+    git = shutil.which("git")
+    done = None
+    if git and (ROOT / ".git").exists():
+        done = subprocess.run([git, "ls-files", "-s", "binder/postBuild"], cwd=ROOT, capture_output=True, text=True)
+    if done is not None and done.returncode == 0:  # skipped outside a checkout git can read
+        assert done.stdout.strip(), "binder/postBuild is not committed"
+        assert done.stdout.split()[0] == "100755", \
+            f"postBuild is committed without the executable bit ({done.stdout.split()[0]}); " \
+            "run git update-index --chmod=+x binder/postBuild"
     text = post.read_text()
     assert text.startswith("#!"), "postBuild needs a shebang line"
     assert re.search(r"pip install[^\n]*(-e \.|\s\.)(\s|$)", text)
