@@ -8,10 +8,15 @@ One run prints:
    For large K the walk expansion is timed on a random sample of nodes and scaled to all nodes (marked
    "extrapolated"); agreement is checked on the sample.
 2. Exact TC at K = 3 on a graph with about a million training edges, with the peak memory of the
-   process (run first, so the peak is its own).
+   process (run first, so the peak is its own) checked against the memory budget (``--budget-gb``,
+   24 GB on this machine): PASS or FAIL.
 3. The same on CUDA (CuPy sparse) when a GPU is present.
 
-    python benchmarks/bench_topology.py [--nodes 3000] [--big-nodes 200000] [--walk-budget 60]
+The last line is one summary of the ratios (walk expansion time / sparse time per graph and K, CPU / GPU)
+and the memory verdict.
+
+    python benchmarks/bench_topology.py [--nodes 3000] [--big-nodes 290000] [--walk-budget 30]
+    python benchmarks/bench_topology.py --nodes 200 --kmax 2 --big-nodes 2000 --walk-budget 1  # smoke
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ def main() -> None:
                     help="seconds per K for the walk expansion before it switches to a node sample")
     ap.add_argument("--big-nodes", type=int, default=290_000)
     ap.add_argument("--big-degree", type=float, default=10.0)
+    ap.add_argument("--budget-gb", type=float, default=24.0, help="memory budget of the big K=3 run")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -54,8 +60,13 @@ def main() -> None:
     print(f"big graph: {big} generated in {t_gen:.1f} s; train {len(bsplit.train)} edges")
     rss0 = peak_rss_gb()
     res, t_big = timed(tp.concentration, bsplit, k=3, device="cpu")
-    print(f"exact TC K=3, all splits, CPU (SciPy): {t_big:.1f} s in {res.settings['blocks']} blocks; "
-          f"peak RSS {peak_rss_gb():.2f} GB (before: {rss0:.2f} GB); {res!r}")
+    peak = peak_rss_gb()
+    verdict = "PASS" if peak <= args.budget_gb else "FAIL"
+    print(f"exact TC K=3, all splits, CPU (SciPy): {t_big:.1f} s in {res.settings['blocks']} blocks; {res!r}")
+    print(f"  memory: peak RSS {peak:.2f} GB (before the run: {rss0:.2f} GB) against the {args.budget_gb:g} GB "
+          f"budget: {verdict} ({len(bsplit.train):,} training edges)")
+    summary = [f"big K=3 ({len(bsplit.train) / 1e6:.2f}M train edges) {t_big:.1f} s, "
+               f"peak {peak:.1f}/{args.budget_gb:g} GB {verdict}"]
     shift = tp.distribution_shift(res)
     print(f"  distribution shift: mean Train-TC {shift['mean_train']:.3f} vs Test-TC {shift['mean_test']:.3f}")
     print()
@@ -63,6 +74,7 @@ def main() -> None:
     graphs = [tp.builtin("random_geometric", n=args.nodes, degree=args.degree, seed=0),
               tp.builtin("powerlaw_cluster", n=args.nodes, m=3, seed=0)]
     for g in graphs:
+        ratios = []
         split = tp.split_edges(g, seed=0)
         print(f"graph: {g}  (train {len(split.train)}, val {len(split.val)}, test {len(split.test)} edges, "
               f"max degree {g.degrees().max()})")
@@ -88,10 +100,13 @@ def main() -> None:
             ours = fast.to_frame().loc[nodes, ["train", "val", "test"]].to_numpy()
             diff = float(np.abs(ours - slow[["train", "val", "test"]].to_numpy()).max())
             print(f"{k:>2} {t_fast:>10.3f} {t_slow:>10.2f} {t_slow / t_fast:>8.0f}x {diff:>11.2e}  {note}")
+            ratios.append(f"K={k} {t_slow / t_fast:.0f}x" + ("*" if note != "all nodes" else ""))
         print()
+        summary.append(f"{g.name.split('(')[0]} walks/sparse " + " ".join(ratios))
 
     if cuda_available() and cupy_available():
         print()
+        gratios = []
         for k in range(1, args.kmax + 1):
             split = tp.split_edges(graphs[0], seed=0)
             cpu, t_c = timed(tp.concentration, split, k=k, device="cpu")
@@ -99,11 +114,16 @@ def main() -> None:
             gpu, t_g = timed(tp.concentration, split, k=k, device="cuda")
             d = max(float(np.abs(getattr(cpu, s) - getattr(gpu, s)).max()) for s in ("train", "val", "test"))
             print(f"GPU K={k}: CPU {t_c:.3f} s, CUDA {t_g:.3f} s, ratio {t_c / t_g:.1f}x, max |diff| {d:.1e}")
+            gratios.append(f"K={k} {t_c / t_g:.1f}x")
         gres, t_bg = timed(tp.concentration, bsplit, k=3, device="cuda")
         print(f"GPU big graph K=3: {t_bg:.1f} s (CPU {t_big:.1f} s), max |diff| "
               f"{float(np.abs(gres.test - res.test).max()):.1e}")
+        summary.append("CPU/GPU " + " ".join(gratios) + f" big {t_big / t_bg:.1f}x")
     else:
         print("no CUDA GPU with CuPy here: GPU figures skipped")
+        summary.append("GPU skipped")
+    print()
+    print("summary (* = walk time extrapolated from a node sample): " + "; ".join(summary))
 
 
 if __name__ == "__main__":
