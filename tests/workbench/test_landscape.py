@@ -148,6 +148,61 @@ def test_layerwise_blocks_match_dense_hessian():
         assert abs(f.loc[group, "trace"] - np.trace(block)) < 4 * f.loc[group, "trace_stderr"] + 1e-6
 
 
+class TwoHeads(nn.Module):
+    """Two independent linear least-squares heads on disjoint inputs: the Hessian is block-diagonal."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 1)
+        self.b = nn.Linear(2, 1)
+
+    def forward(self, x):
+        return torch.cat([self.a(x[:, :3]), self.b(x[:, 3:])], 1)
+
+
+def test_layerwise_top_k_and_density_match_closed_form_blocks(tmp_path):
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(40, 5, generator=g) * torch.tensor([1.0, 2.0, 0.5, 3.0, 1.0])
+    data = Dataset(X, torch.randn(40, 2, generator=g), "heads")
+    torch.manual_seed(0)
+    m = TwoHeads()
+    # mse over N * 2 elements: each head's block is 2 / (2N) [X_g 1]^T [X_g 1]
+    blocks = {"a": _lsq_hessian(X[:, :3], C=2), "b": _lsq_hessian(X[:, 3:], C=2)}
+    res = L.layerwise(m, F.mse_loss, data, k=3, n_samples=200, tol=1e-8, density=True, density_runs=2,
+                      density_steps=4, sigma=0.02, device="cpu")
+    f = res.to_frame().set_index("group")
+    assert list(f.index) == ["a", "b"] and len(res.to_frame()) == 2  # one row per group
+    for group, H in blocks.items():
+        true = np.sort(np.linalg.eigvalsh(H))[::-1]
+        vals = res.eigenvalues[group]
+        assert len(vals) == 3 and list(vals) == sorted(vals, reverse=True)
+        np.testing.assert_allclose(vals, true[:3], rtol=1e-4)
+        assert np.all(res.residuals[group] < 1e-3 * true[0])
+        assert f.loc[group, "top_eigenvalue"] == pytest.approx(true[0], rel=1e-4)
+        assert f.loc[group, "n_params"] == H.shape[0] and 3 <= f.loc[group, "n_iter"] <= H.shape[0]
+        assert f.loc[group, "converged"]
+        assert abs(f.loc[group, "trace"] - np.trace(H)) < 4 * f.loc[group, "trace_stderr"]
+        # the block's density: as many Lanczos steps as parameters, so all mass sits on its eigenvalues
+        d = res.density_result(group)
+        assert np.trapezoid(d.density, d.grid) == pytest.approx(1.0, abs=1e-3)
+        for r in range(2):
+            np.testing.assert_allclose(np.sort(d.nodes[r][np.isfinite(d.nodes[r])]), np.sort(true), rtol=1e-4)
+        near = np.min(np.abs(d.grid[:, None] - true[None]), 1) < 4 * 0.02
+        assert np.trapezoid(d.density * near, d.grid) > 0.999
+    ef = res.eigen_frame()
+    assert list(ef["group"]) == ["a"] * 3 + ["b"] * 3 and list(ef["rank"]) == [1, 2, 3] * 2
+    np.testing.assert_allclose(ef["eigenvalue"], np.concatenate([res.eigenvalues["a"], res.eigenvalues["b"]]))
+    assert set(res.density_frame()["group"]) == {"a", "b"}
+    back = Result.load(res.save(tmp_path / "layers"))
+    np.testing.assert_array_equal(back.eigenvalues["b"], res.eigenvalues["b"])
+    np.testing.assert_array_equal(back.densities["a"]["density"], res.densities["a"]["density"])
+    assert isinstance(figures.spectrum(back.density_result("a")), go.Figure)
+    # k larger than a group: capped at the group's size (b has 3 parameters)
+    big = L.layerwise(m, F.mse_loss, data, k=4, n_samples=4, tol=1e-8, device="cpu")
+    assert len(big.eigenvalues["a"]) == 4 and len(big.eigenvalues["b"]) == 3
+    np.testing.assert_allclose(big.eigenvalues["b"], np.sort(np.linalg.eigvalsh(blocks["b"]))[::-1], rtol=1e-4)
+
+
 def test_filter_normalised_direction_norms():
     m = models.build("cnn", seed=0)
     theta, spec = ps.flatten(m)
@@ -267,3 +322,21 @@ def test_gpu_matches_cpu():
     e_cpu = L.eigenvalues(copy.deepcopy(m), None, data, k=2, tol=1e-6, device="cpu")
     e_gpu = L.eigenvalues(copy.deepcopy(m), None, data, k=2, tol=1e-6, device="cuda")
     np.testing.assert_allclose(e_gpu.eigenvalues, e_cpu.eigenvalues, rtol=1e-3)
+
+
+@pytest.mark.gpu
+def test_curvature_on_gpu_leaves_the_callers_model_on_cpu():
+    data = _linear_data()
+    torch.manual_seed(0)
+    m = nn.Linear(4, 1)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    op = L.HessianOperator(m, F.mse_loss, data, device="cuda")
+    assert op.model is not m and next(op.model.parameters()).is_cuda
+    np.testing.assert_allclose(op.dense().cpu().numpy(), _lsq_hessian(data.X), rtol=1e-4, atol=1e-5)
+    L.layerwise(m, F.mse_loss, data, n_samples=4, device="cuda")
+    L.eigenvalues(m, F.mse_loss, data, device="cuda")
+    assert all(p.device.type == "cpu" for p in m.parameters())
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k])
+    # on the model's own device no copy is made
+    assert L.HessianOperator(m, F.mse_loss, data, device="cpu").model is m

@@ -15,6 +15,7 @@ with several vectors at once use batched double backward (``is_grads_batched``).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -40,14 +41,21 @@ class HessianOperator:
 
     ``params`` is a list of parameter names (default: all trainable ones).  :meth:`matvec` and
     :meth:`matmat` take flat vectors over those parameters (in ``named_parameters`` order).
+
+    The caller's model is never moved: when some of its parameters or buffers are not on ``device``,
+    the operator works on a copy (``self.model``) on that device, a snapshot of the model at
+    construction; otherwise ``self.model`` is the model itself.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None, *,
                  params: Optional[Sequence[str]] = None, batch_size: int = 1024, device: DeviceLike = "auto"):
         if data is None:
             raise ValueError("data is required: the Hessian is of the mean loss over a data set")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.device = resolve_device(device)
-        self.model = model.to(self.device)
+        self.model = _on_device(model, self.device)
+        model = self.model
         self.loss_fn = loss_fn or F.cross_entropy
         self.data = as_dataset(data, "data").to(self.device)
         self.batch_size = batch_size
@@ -146,6 +154,19 @@ class HessianOperator:
         if self.dim > 5000:
             raise ValueError(f"dense(): the Hessian is {self.dim} x {self.dim}; too large to form")
         return self.matmat(torch.eye(self.dim, dtype=self.dtype, device=self.device))
+
+
+def _same_device(t: torch.Tensor, dev: torch.device) -> bool:
+    return t.device.type == dev.type and (dev.index is None or t.device.index == dev.index
+                                          or (t.device.index is None and dev.index == 0))
+
+
+def _on_device(model: nn.Module, dev: torch.device) -> nn.Module:
+    """``model`` itself when all its tensors are on ``dev``, else a copy moved there (never moved in place)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    if all(_same_device(t, dev) for t in tensors):
+        return model
+    return copy.deepcopy(model).to(dev)
 
 
 def hvp(model: nn.Module, loss_fn: Optional[Callable], data: Any, v: torch.Tensor, *, batch_size: int = 1024,
@@ -248,14 +269,53 @@ class DensityResult(Result):
 
 @dataclasses.dataclass
 class LayerwiseResult(Result):
-    """Curvature per parameter group (diagonal Hessian blocks): one row per group."""
+    """Curvature per parameter group (diagonal Hessian blocks).
+
+    ``frame`` has one row per group (``group``, ``params``, ``n_params``, ``top_eigenvalue``, ``residual``,
+    ``n_iter``, ``converged``, ``trace``, ``trace_stderr``); ``eigenvalues[group]`` holds the group's
+    top-``k`` eigenvalues (largest first) and ``residuals[group]`` their ``||H u - lambda u||``;
+    ``densities[group]`` (when asked for) the spectral density of the block: ``grid``, ``density``,
+    ``nodes``, ``weights`` and ``sigma`` as in :class:`DensityResult`.
+    """
 
     frame: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    eigenvalues: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    residuals: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    densities: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     kind = "hessian_layerwise"
 
+    @property
+    def groups(self) -> List[str]:
+        return [str(g) for g in self.frame["group"]] if len(self.frame) else []
+
     def to_frame(self) -> pd.DataFrame:
+        """One row per parameter group (scalars only; the top-k are in :meth:`eigen_frame`)."""
         return self.frame
+
+    def eigen_frame(self) -> pd.DataFrame:
+        """One row per (group, rank): ``group``, ``rank`` (1 = largest), ``eigenvalue``, ``residual``."""
+        parts = [pd.DataFrame({"group": g, "rank": np.arange(1, len(v) + 1), "eigenvalue": np.asarray(v, float),
+                               "residual": np.asarray(self.residuals.get(g, np.full(len(v), np.nan)), float)})
+                 for g, v in self.eigenvalues.items()]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+            columns=["group", "rank", "eigenvalue", "residual"])
+
+    def density_frame(self) -> pd.DataFrame:
+        """One row per (group, grid point): ``group``, ``eigenvalue``, ``density`` (empty without densities)."""
+        parts = [pd.DataFrame({"group": g, "eigenvalue": d["grid"], "density": d["density"]})
+                 for g, d in self.densities.items()]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["group", "eigenvalue",
+                                                                                      "density"])
+
+    def density_result(self, group: str) -> DensityResult:
+        """The density of one group as a :class:`DensityResult` (for ``figures.spectrum``)."""
+        if group not in self.densities:
+            raise ValueError(f"group={group!r} has no density; groups with one: {list(self.densities)} "
+                             "(run layerwise(..., density=True))")
+        d = self.densities[group]
+        return DensityResult(settings={**self.settings, "group": group, "sigma": float(d["sigma"])},
+                             grid=d["grid"], density=d["density"], nodes=d["nodes"], weights=d["weights"])
 
 
 def _settings(op: HessianOperator, **kw) -> Dict[str, Any]:
@@ -440,24 +500,48 @@ def density(model: Any, loss_fn: Optional[Callable] = None, data: Any = None, *,
                          grid=grid, density=dens, nodes=nodes, weights=weights)
 
 
+_density = density  # layerwise() takes a ``density`` flag
+
+
 def layerwise(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None, *, by: str = "module",
-              k: int = 1, n_samples: int = 50, max_iter: int = 60, tol: float = 1e-3, seed: int = 0,
+              k: int = 1, n_samples: int = 50, max_iter: int = 60, tol: float = 1e-3, density: bool = False,
+              density_runs: int = 3, density_steps: int = 40, sigma: Optional[float] = None, seed: int = 0,
               batch_size: int = 1024, device: DeviceLike = "auto", progress: ProgressLike = False) -> LayerwiseResult:
-    """Top eigenvalue and Hutchinson trace of each diagonal Hessian block, one block per parameter group
-    (``by="module"``: a layer's weight and bias together; ``"parameter"``: each tensor alone)."""
-    groups = parameter_groups(model, by=by)
-    rows = []
+    """Top-``k`` eigenvalues, Hutchinson trace and (``density=True``) the SLQ spectral density of each
+    diagonal Hessian block, one block per parameter group (``by="module"``: a layer's weight and bias
+    together; ``"parameter"``: each tensor alone).
+
+    Each group's eigenvalues come from :func:`eigenvalues` (Lanczos, sorted largest first, ``k`` capped at
+    the group's size) with the number of Hessian-vector products used (``n_iter``) and whether they
+    converged; the density from :func:`density` with ``density_runs`` runs of ``density_steps`` steps.
+    """
+    if k < 1:
+        raise ValueError(f"k={k}; ask for at least one eigenvalue per group")
+    dev = resolve_device(device)
+    work = _on_device(model, dev)  # one copy for all groups when the model lives elsewhere
+    groups = parameter_groups(work, by=by)
+    rows, vals, res, dens = [], {}, {}, {}
     with Progress(len(groups), "layers", progress) as bar:
         for name, names in groups.items():
-            op = HessianOperator(model, loss_fn, data, params=names, batch_size=batch_size, device=device)
+            op = HessianOperator(work, loss_fn, data, params=names, batch_size=batch_size, device=dev)
             ev = eigenvalues(op, k=min(k, op.dim), max_iter=min(max_iter, op.dim), tol=tol, seed=seed)
             tr = trace(op, n_samples=n_samples, seed=seed)
+            vals[name] = np.asarray(ev.eigenvalues, dtype=float)
+            res[name] = np.asarray(ev.residuals, dtype=float)
             rows.append({"group": name, "params": names, "n_params": op.dim,
                          "top_eigenvalue": float(ev.eigenvalues[0]), "residual": float(ev.residuals[0]),
+                         "n_iter": int(ev.n_iter), "converged": bool(ev.converged),
                          "trace": tr.trace, "trace_stderr": tr.stderr})
+            if density:
+                d = _density(op, n_runs=density_runs, steps=density_steps, sigma=sigma, seed=seed)
+                dens[name] = {"grid": d.grid, "density": d.density, "nodes": d.nodes, "weights": d.weights,
+                              "sigma": float(d.settings["sigma"])}
             bar.update()
     return LayerwiseResult(settings=dict(by=by, k=k, n_samples=n_samples, max_iter=max_iter, tol=tol, seed=seed,
-                                         device=describe(resolve_device(device))), frame=pd.DataFrame(rows))
+                                         density=bool(density), density_runs=density_runs if density else None,
+                                         density_steps=density_steps if density else None,
+                                         device=describe(dev)),
+                           frame=pd.DataFrame(rows), eigenvalues=vals, residuals=res, densities=dens)
 
 
 def eigen_slice(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None, *,
