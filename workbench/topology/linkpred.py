@@ -306,5 +306,5 @@ def distribution_shift(tc: TCResult) -> Dict[str, float]:
             "mean_difference": float((a - b).mean()), "fraction_train_above_test": float(np.mean(a > b))}
 
 
-__all__ = ["GCN", "LinkPredictor", "NodePerformance", "fit_link_predictor", "node_metrics", "rank_metrics", "correlations",
-           "distribution_shift", "normalized_adjacency"]
+__all__ = ["GCN", "LinkPredictor", "NodePerformance", "fit_link_predictor", "node_metrics", "rank_metrics",
+           "correlations", "distribution_shift", "normalized_adjacency"]
