@@ -65,6 +65,58 @@ def test_quadratic_plane_matches_closed_form():
     assert again["loss"][0] == pytest.approx(res.loss["data"][4, 1], rel=1e-5)
 
 
+def test_grid_always_includes_the_model():
+    m = Quadratic(np.eye(2), np.zeros(2), [1.0, -1.0])
+    dirs = [[1.0, 0.0], [0.0, 1.0]]
+    for bad in (4, (5, 6)):
+        with pytest.raises(ValueError, match=r"steps=\d+ is even.*use an odd number, e\.g\. steps="):
+            L.plane(m, mean_out, _qdata(), steps=bad, directions=dirs, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="steps=6 is even"):
+        L.line(m, mean_out, _qdata(), steps=6, direction=dirs[0], device="cpu", progress=False)
+    # an asymmetric line must still hit 0; the error suggests a number of steps that does
+    with pytest.raises(ValueError, match=r"steps=5 on \[-1, 2\] misses 0.*e\.g\. steps=4"):
+        L.line(m, mean_out, _qdata(), steps=5, span=(-1.0, 2.0), direction=dirs[0], device="cpu", progress=False)
+    ok = L.line(m, mean_out, _qdata(), steps=7, span=(-1.0, 2.0), direction=dirs[0], device="cpu", progress=False)
+    assert 0.0 in ok.x and ok.loss["data"][list(ok.x).index(0.0)] == pytest.approx(1.0)  # 0.5 |theta0|^2
+    res = L.plane(m, mean_out, _qdata(), steps=(3, 1), span=0.3, directions=dirs, device="cpu", progress=False)
+    assert list(res.y) == [0.0] and res.x[1] == 0.0 and res.loss["data"][0, 1] == pytest.approx(1.0)
+    ma, mb = Quadratic(np.eye(2), np.zeros(2), [0.0, 0.0]), Quadratic(np.eye(2), np.zeros(2), [2.0, 0.0])
+    with pytest.raises(ValueError, match=r"misses 0, 1 \(the models\).*e\.g\. steps=9"):
+        L.interpolate(ma, mb, mean_out, _qdata(), steps=10, device="cpu", progress=False)
+
+
+def test_bn_model_point_re_evaluates_to_the_stored_value():
+    g = torch.Generator().manual_seed(0)
+    train = Dataset(torch.randn(48, 5, generator=g), torch.randint(0, 3, (48,), generator=g), "tr")
+    test = Dataset(torch.randn(20, 5, generator=g) + 0.5, torch.randint(0, 3, (20,), generator=g), "te")
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))
+    with torch.no_grad():  # stored statistics far from the data, so that "eval" and "reset" differ
+        m[1].running_mean.fill_(3.0)
+        m[1].running_var.fill_(9.0)
+    res = L.plane(m, None, {"train": train, "test": test}, steps=3, span=0.8, bn="reset", batch_size=16,
+                  device="cpu", progress=False)
+    assert res.settings["bn"] == "reset" and res.settings["bn_data"] == "train"
+    coords = [[res.x[0], res.y[2]], [res.x[2], res.y[1]]]
+    again = L.evaluate_at(m, res, coords, {"train": train, "test": test}, device="cpu")
+    for split in ("train", "test"):
+        np.testing.assert_allclose(again[split]["loss"], [res.loss[split][2, 0], res.loss[split][1, 2]], rtol=1e-5)
+        np.testing.assert_allclose(again[split]["accuracy"], [res.accuracy[split][2, 0], res.accuracy[split][1, 2]])
+    # one split: the statistics must come from the map's training split, not from the test data
+    one = L.evaluate_at(m, res, coords, test, train_data=train, device="cpu")
+    np.testing.assert_allclose(one["loss"], again["test"]["loss"], rtol=1e-6)
+    with pytest.raises(ValueError, match="pass train_data="):
+        L.evaluate_at(m, res, coords, test, device="cpu")
+    # the stored statistics give other values: the recorded setting is what makes them agree
+    stored = L.evaluate_at(m, res, coords, test, bn="eval", device="cpu")
+    assert np.all(np.abs(stored["loss"] - again["test"]["loss"]) > 1e-3)
+    # a map with the default (stored statistics) re-evaluates with them too
+    ev = L.plane(m, None, test, steps=3, span=0.8, device="cpu", progress=False)
+    assert ev.settings["bn"] == "eval" and ev.settings["bn_data"] is None
+    np.testing.assert_allclose(L.evaluate_at(m, ev, coords[:1], test, device="cpu")["loss"], [ev.loss["data"][2, 0]],
+                               rtol=1e-5)
+
+
 def _linear_data(n=50, d=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(n, d, generator=g)

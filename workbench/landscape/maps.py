@@ -110,6 +110,42 @@ def _axis(steps: int, lo: float, hi: float, name: str) -> np.ndarray:
     return np.linspace(lo, hi, steps)
 
 
+def _centred_axis(steps: int, span: float, name: str = "steps") -> np.ndarray:
+    """``steps`` points on ``[-span, span]`` with the model (0) on the grid: ``steps`` must be odd."""
+    steps = int(steps)
+    if steps < 1:
+        raise ValueError(f"{name} must be at least 1, got {steps}")
+    if steps % 2 == 0:
+        raise ValueError(f"{name}={steps} is even, so the grid on [-{span:g}, {span:g}] would miss the model "
+                         f"(coordinate 0); use an odd number, e.g. {name}={steps + 1}")
+    x = np.linspace(-span, span, steps)
+    x[steps // 2] = 0.0  # exactly, not up to rounding
+    return x
+
+
+def _axis_with(steps: int, lo: float, hi: float, marks: Tuple[float, ...], name: str = "steps") -> np.ndarray:
+    """``steps`` points on ``[lo, hi]`` that must include every coordinate of ``marks`` inside the range."""
+    x = _axis(steps, lo, hi, name)
+    steps = len(x)
+    inside = [m for m in marks if lo <= m <= hi]
+
+    def on_grid(n: int) -> bool:
+        if n == 1:
+            return all(abs(m - lo) <= 1e-9 * max(1.0, abs(lo)) for m in inside)
+        h = (hi - lo) / (n - 1)
+        return all(abs((m - lo) / h - round((m - lo) / h)) < 1e-6 for m in inside)
+
+    if not on_grid(steps):
+        ok = [n for n in range(2, 20 * steps + 2) if on_grid(n)]
+        hint = f"e.g. steps={min(ok, key=lambda n: (abs(n - steps), n))}" if ok else "or change span"
+        raise ValueError(f"{name}={steps} on [{lo:g}, {hi:g}] misses {', '.join(f'{m:g}' for m in inside)} "
+                         f"(the model{'s' if len(inside) > 1 else ''}); pick {name} so that every one is a grid "
+                         f"point, {hint}")
+    for m in inside:  # exactly, not up to rounding
+        x[int(np.argmin(np.abs(x - m)))] = m
+    return x
+
+
 def _pair(value: Any, name: str) -> Tuple[Any, Any]:
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
@@ -152,6 +188,15 @@ def _settings(model, splits, dev, **kw) -> Dict[str, Any]:
     return s
 
 
+def _bn_data(splits: Dict[str, Dataset], train_data: Any, bn_used: str) -> Optional[str]:
+    """Which data BatchNorm statistics were recomputed on: a split's name, ``"train_data"``, or None."""
+    if bn_used != "reset":
+        return None
+    if train_data is not None:
+        return "train_data"
+    return "train" if "train" in splits else next(iter(splits))
+
+
 def _directions_for(model: nn.Module, k: int, directions, norm, ignore, seed, orthogonal) -> torch.Tensor:
     theta, spec = flatten(model)
     if directions is None:
@@ -175,7 +220,8 @@ def plane(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None
     ``seed``, ``d2`` ``seed + 1``), normalised by ``norm`` ("filter", "layer", "model", "none") with
     1-D parameters zeroed unless ``ignore=None``; or pass ``directions`` (a ``2 x D`` array, e.g. from
     :func:`~workbench.landscape.pca_directions`).  ``data`` may be a dict of splits,
-    ``{"train": ..., "test": ...}``.  An odd number of steps puts the model itself on the grid.
+    ``{"train": ..., "test": ...}``.  ``steps`` must be odd so that the model itself (``x = y = 0``) is
+    on the grid (an even number raises a ValueError).
     BatchNorm uses the stored running statistics (``bn="eval"``) or, with ``bn="reset"``, statistics
     recomputed at every point on ``train_data`` (default: the ``"train"`` split, else the first).
     """
@@ -183,8 +229,8 @@ def plane(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None
     dev = resolve_device(device)
     nx, ny = _pair(steps, "steps")
     sx, sy = _pair(span, "span")
-    x = _axis(nx, -float(sx), float(sx), "steps")
-    y = _axis(ny, -float(sy), float(sy), "steps")
+    x = _centred_axis(nx, float(sx), "steps")
+    y = _centred_axis(ny, float(sy), "steps")
     theta, spec = flatten(model)
     d = _directions_for(model, 2, directions, norm, ignore, seed, orthogonal)
     X, Y = np.meshgrid(x, y)  # (ny, nx)
@@ -197,7 +243,9 @@ def plane(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None
     acc = {k: v.reshape(len(y), len(x)) for k, v in acc.items()}
     settings = _settings(model, splits, dev, kind="plane", steps=[len(x), len(y)], span=[float(sx), float(sy)],
                          norm=norm if directions is None else "given", ignore=ignore, seed=seed,
-                         orthogonal=orthogonal, bn=info.get("bn", bn), batch_size=batch_size, chunk=info.get("chunk"),
+                         orthogonal=orthogonal, bn=info.get("bn", bn),
+                         bn_data=_bn_data(splits, train_data, info.get("bn", bn)), batch_size=batch_size,
+                         chunk=info.get("chunk"),
                          vectorized=info.get("vectorized"),
                          loss_fn=getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn else "cross_entropy")
     return LandscapeResult(settings=settings, x=x, y=y, loss=loss, accuracy=acc,
@@ -210,11 +258,19 @@ def line(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None,
          seed: int = 0, bn: str = "eval", train_data: Any = None, batch_size: int = 1024,
          chunk: Optional[int] = None, vectorize: Any = "auto", device: DeviceLike = "auto",
          progress: ProgressLike = True) -> LandscapeResult:
-    """A 1-D loss curve ``L(theta* + x d)`` for ``x`` on ``[-span, span]`` (or ``span=(lo, hi)``)."""
+    """A 1-D loss curve ``L(theta* + x d)`` for ``x`` on ``[-span, span]`` (or ``span=(lo, hi)``).
+
+    The model (``x = 0``) is always a grid point: with a number ``span``, ``steps`` must be odd; with
+    ``(lo, hi)`` around 0, ``steps`` must put 0 on the grid (a ValueError suggests a number that does).
+    """
     splits = as_splits(data)
     dev = resolve_device(device)
-    lo, hi = (-float(span), float(span)) if not isinstance(span, (tuple, list)) else map(float, span)
-    x = _axis(steps, lo, hi, "steps")
+    if isinstance(span, (tuple, list)):
+        lo, hi = map(float, span)
+        x = _axis_with(steps, lo, hi, (0.0,), "steps")
+    else:
+        lo, hi = -float(span), float(span)
+        x = _centred_axis(steps, hi, "steps")
     theta, spec = flatten(model)
     d = _directions_for(model, 1, direction, norm, ignore, seed, False)
     thetas = AffinePoints(theta, d, x[:, None])
@@ -224,7 +280,8 @@ def line(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None,
                                  vectorize=vectorize)
     settings = _settings(model, splits, dev, kind="line", steps=len(x), span=[lo, hi],
                          norm=norm if direction is None else "given", ignore=ignore, seed=seed,
-                         bn=info.get("bn", bn), batch_size=batch_size, chunk=info.get("chunk"),
+                         bn=info.get("bn", bn), bn_data=_bn_data(splits, train_data, info.get("bn", bn)),
+                         batch_size=batch_size, chunk=info.get("chunk"),
                          vectorized=info.get("vectorized"),
                          loss_fn=getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn else "cross_entropy")
     return LandscapeResult(settings=settings, x=x, loss=loss, accuracy=acc, origin=theta.detach().cpu().numpy(),
@@ -239,7 +296,9 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Optional[Callab
 
     BatchNorm running statistics: ``bn="interpolate"`` (linear in ``a`` like the weights, extrapolated
     outside ``[0, 1]``) or ``"reset"`` (recomputed at every ``a`` on ``train_data``, default the
-    ``"train"`` split, else the first).  The default 41 steps on ``[-0.5, 1.5]`` put ``a = 0`` and ``a = 1`` on the grid.
+    ``"train"`` split, else the first).  Both models (``a = 0`` and ``a = 1``, where inside ``span``) must be
+    grid points: the default 41 steps on ``[-0.5, 1.5]`` put them there; ``steps`` that do not raise a
+    ValueError suggesting a number that does.
     """
     splits = as_splits(data)
     dev = resolve_device(device)
@@ -253,7 +312,7 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Optional[Callab
     if bn not in ("interpolate", "reset"):
         raise ValueError(f"bn={bn!r}; choose 'interpolate' or 'reset'")
     lo, hi = map(float, span)
-    a = _axis(steps, lo, hi, "steps")
+    a = _axis_with(steps, lo, hi, (0.0, 1.0), "steps")
     d = (tb.to(ta.device) - ta)[None]
     thetas = AffinePoints(ta, d, a[:, None])
     buffers = None
@@ -273,7 +332,8 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Optional[Callab
                                  batch_size=batch_size, chunk=chunk, device=dev, progress=progress, buffers=buffers,
                                  info=info, vectorize=vectorize)
     settings = _settings(model_a, splits, dev, kind="interpolation", steps=len(a), span=[lo, hi],
-                         bn=bn if has_bn else "none", batch_size=batch_size, chunk=info.get("chunk"),
+                         bn=bn if has_bn else "none", bn_data=_bn_data(splits, train_data, bn if has_bn else "none"),
+                         batch_size=batch_size, chunk=info.get("chunk"),
                          vectorized=info.get("vectorized"),
                          loss_fn=getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn else "cross_entropy")
     return LandscapeResult(settings=settings, x=a, loss=loss, accuracy=acc, origin=ta.detach().cpu().numpy(),
@@ -281,11 +341,42 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Optional[Callab
 
 
 def evaluate_at(model: nn.Module, result: LandscapeResult, coords: Any, data: Any, loss_fn: Optional[Callable] = None,
-                *, bn: str = "eval", batch_size: int = 1024, device: DeviceLike = "auto") -> Dict[str, np.ndarray]:
-    """Re-evaluate ``model``'s architecture at coordinates ``coords`` (``(P, k)``) of a result's map."""
+                *, bn: Optional[str] = None, train_data: Any = None, batch_size: Optional[int] = None,
+                device: DeviceLike = "auto") -> Dict[str, Any]:
+    """Re-evaluate ``model``'s architecture at coordinates ``coords`` (``(P, k)``) of a result's map.
+
+    By default the settings the map recorded are used, so a grid point gives back the stored value:
+    ``bn`` (``"eval"`` or ``"reset"``) and ``batch_size`` (which the recomputed BatchNorm statistics
+    depend on).  With ``bn="reset"`` the statistics are recomputed on ``train_data``; when it is not given,
+    on the split the map used (``settings["bn_data"]``), taken from ``data`` when ``data`` is a dict of
+    splits that holds it, or ``data`` itself when the map had that one split.  ``data`` may be one data
+    set (the result is ``{"loss": (P,), "accuracy": (P,)}``) or a dict of splits (a dict of those).
+    """
     c = np.atleast_2d(np.asarray(coords, dtype=float))
     k = result.directions.shape[0]
     if c.shape[1] != k:
         raise ValueError(f"coords has {c.shape[1]} columns; this result has {k} direction(s)")
+    recorded = result.settings.get("bn", "eval")
+    if bn is None:
+        if recorded == "interpolate" and has_batchnorm(model):
+            raise ValueError("this interpolation interpolated BatchNorm statistics between two models, which "
+                             "evaluate_at cannot rebuild from one model; pass bn='eval' or bn='reset', or run "
+                             "interpolate() again")
+        bn = recorded if recorded in ("eval", "reset") else "eval"
+    if batch_size is None:
+        batch_size = int(result.settings.get("batch_size") or 1024)
+    many = isinstance(data, dict) and not {"X", "y"} <= set(data)
+    splits = as_splits(data)
+    if bn == "reset" and train_data is None and has_batchnorm(model):
+        source = result.settings.get("bn_data")
+        if many and source in splits:
+            train_data = splits[source]
+        elif not many and source is not None and list(result.settings.get("splits", {})) == [source]:
+            train_data = next(iter(splits.values()))
+        else:
+            raise ValueError(f"bn='reset' recomputes BatchNorm statistics on training data: pass train_data= "
+                             f"(the map used split {source!r}), or data as a dict of splits holding {source!r}")
     thetas = AffinePoints(torch.as_tensor(result.origin), torch.as_tensor(result.directions), c)
-    return evaluate_points(model, thetas, data, loss_fn, batch_size=batch_size, bn=bn, device=device)
+    out = {name: evaluate_points(model, thetas, ds, loss_fn, batch_size=batch_size, bn=bn, train_data=train_data,
+                                 device=device) for name, ds in splits.items()}
+    return out if many else next(iter(out.values()))
