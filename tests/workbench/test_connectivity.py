@@ -427,3 +427,196 @@ def test_barrier_argument_errors_and_bn_fallback_warning():
     assert res.settings["bn_data"] == "data" and res.settings["batchnorm"] is True
     c = res.split_curve()
     assert list(c["alpha"]) == [0.0, 0.5, 1.0]
+
+
+# ------------------------------------------------------------------------------------------
+# user-defined models, BatchNorm handling, refinement, loss conventions
+# ------------------------------------------------------------------------------------------
+class _UserCNN(nn.Module):
+    """A plain user CNN with BatchNorm and no ``config``: flatten into a head sized for 28 x 28 inputs."""
+
+    def __init__(self, seed=0, side=28):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.c1 = nn.Conv2d(1, 6, 3, padding=1)
+        self.b1 = nn.BatchNorm2d(6)
+        self.c2 = nn.Conv2d(6, 8, 3, padding=1)
+        self.b2 = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8 * (side // 4) ** 2, 3)
+
+    def forward(self, x):
+        h = torch.max_pool2d(torch.relu(self.b1(self.c1(x))), 2)
+        h = torch.max_pool2d(torch.relu(self.b2(self.c2(h))), 2)
+        return self.head(h.flatten(1))
+
+
+def _user_pair(side=28, n=48):
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(n, 1, side, side, generator=gen)
+    y = torch.randint(0, 3, (n,), generator=gen)
+    a, b = _UserCNN(0, side), _UserCNN(1, side)
+    for m in (a, b):  # stored statistics that differ from the data's
+        m.train()
+        with torch.no_grad():
+            m(x[:8] * 2 + 1)
+        m.eval()
+    return a, b, (x, y)
+
+
+def _bn_inputs(model, x, train_mode):
+    """Mean and unbiased variance of every BatchNorm's input on ``x`` in one forward pass."""
+    seen, hooks = {}, []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.BatchNorm2d):
+            hooks.append(m.register_forward_pre_hook(
+                lambda mod, args, name=name: seen.__setitem__(name, args[0].detach().clone())))
+    model.train(train_mode)
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    for h in hooks:
+        h.remove()
+    return {k: (v.mean((0, 2, 3)), v.var((0, 2, 3), unbiased=True)) for k, v in seen.items()}
+
+
+def test_repair_on_user_conv_bn_model():
+    a, b, data = _user_pair(side=8)
+    assert not hasattr(a, "config")
+    res = lmc.barrier(a, b, data, train_data=data, points=5, refine=0, bn="repair", device="cpu")
+    assert res.settings["bn"] == "repair" and res.settings["bn_endpoints"] == "repair"
+    assert np.isfinite(res.curve["loss"]).all()
+    path = lmc.PathEvaluator(a, b, bn="repair", train_data=data, batch_size=16, device="cpu")
+    assert path.sites[:2] == ["b1", "b2"]
+    model = path.model_at(0.3)
+    from workbench.connectivity.barrier import _site_stats
+    ds = wdata.as_dataset(data)
+    got = _site_stats(model, ["b1"], ds, batch_size=16, device=torch.device("cpu"))["b1"]
+    for k in (0, 1):  # the first site's mean and std are the interpolation of A's and B's
+        target = 0.7 * path.stats_a["b1"][k] + 0.3 * path.stats_b["b1"][k]
+        assert torch.allclose(got[k], target, rtol=1e-4, atol=1e-5)
+
+
+def test_bn_reset_at_every_point_matches_landscape_interpolate():
+    from workbench import landscape
+
+    a, b, data = _user_pair(side=8, n=40)
+    x, y = data
+    test = (x[:24] * 0.5, y[:24])
+    res = lmc.barrier(a, b, test, train_data=data, points=21, refine=0, bn="reset", evaluate_train=False,
+                      batch_size=16, device="cpu")
+    assert res.settings["bn_endpoints"] == "reset"
+    c = res.split_curve()
+    # the ends are the models with recomputed statistics, not with their stored ones
+    a_reset = lmc.reset_bn(copy.deepcopy(a), data, batch_size=16, device="cpu")
+    assert c["loss"].iloc[0] == pytest.approx(models.evaluate(a_reset, test, device="cpu")["loss"], rel=1e-5)
+    assert abs(c["loss"].iloc[0] - models.evaluate(a, test, device="cpu")["loss"]) > 1e-3
+    line = landscape.interpolate(a, b, data={"test": test}, steps=41, bn="reset", train_data=data, batch_size=16,
+                                 device="cpu", progress=False)
+    inside = (line.x > -1e-9) & (line.x < 1 + 1e-9)
+    np.testing.assert_allclose(line.x[inside], c["alpha"], atol=1e-12)
+    np.testing.assert_allclose(line.loss["test"][inside], c["loss"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(line.accuracy["test"][inside], c["accuracy"], atol=1e-12)
+
+
+def test_reset_bn_pooled_statistics_equal_full_data_batch():
+    paramspace = pytest.importorskip("workbench.paramspace")
+    model = _UserCNN(0, side=8)
+    gen = torch.Generator().manual_seed(0)
+    # batches of 16 with very different means: averaging per-batch variances would miss the spread
+    x = torch.randn(50, 1, 8, 8, generator=gen) + torch.arange(50).view(50, 1, 1, 1) / 10.0
+    data = (x, torch.zeros(50, dtype=torch.long))
+    exact = _bn_inputs(model, x, train_mode=True)  # one batch holding all the data, in training mode
+    # several batches: the first BatchNorm (input independent of other BatchNorms) is exact
+    m = lmc.reset_bn(copy.deepcopy(model), data, batch_size=16, device="cpu")
+    assert torch.allclose(m.b1.running_mean, exact["b1"][0], atol=1e-5)
+    assert torch.allclose(m.b1.running_var, exact["b1"][1], rtol=1e-5, atol=1e-6)
+    # one batch covering the data: every layer is exact
+    m1 = lmc.reset_bn(copy.deepcopy(model), data, batch_size=64, device="cpu")
+    for name in ("b1", "b2"):
+        bn = getattr(m1, name)
+        assert torch.allclose(bn.running_mean, exact[name][0], atol=1e-5)
+        assert torch.allclose(bn.running_var, exact[name][1], rtol=1e-5, atol=1e-6)
+    # the parameter-space core uses the same estimator
+    theta, spec = paramspace.flatten(model)
+    bufs = paramspace.reset_bn_buffers(model, theta, spec, wdata.as_dataset(data), batch_size=16,
+                                       device=torch.device("cpu"))
+    for k in ("b1.running_mean", "b1.running_var", "b2.running_mean", "b2.running_var"):
+        assert torch.equal(bufs[k], m.state_dict()[k]), k
+
+
+class _Bias3(nn.Module):
+    """Three logits that depend only on the bias: the path's curves are known in closed form."""
+
+    def __init__(self, bias):
+        super().__init__()
+        self.lin = nn.Linear(1, 3)
+        with torch.no_grad():
+            self.lin.weight.zero_()
+            self.lin.bias.copy_(torch.tensor(bias))
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+def test_refinement_follows_every_curve_peak():
+    # logits [5.5 - 10 a, 10 a - 6.5, 0]: class 2 wins only for a in (0.55, 0.65), so with labels 0 and 1
+    # the error has a bump at 0.6; the loss (a function of a) has a bump at 0.3 and a deeper dip at 0.8
+    a_model, b_model = _Bias3([5.5, -6.5, 0.0]), _Bias3([-4.5, 3.5, 0.0])
+
+    def loss_fn(out, y):
+        a = (5.5 - out[:, 0].mean()) / 10
+        return 1 + 0.5 * torch.exp(-((a - 0.3) / 0.04) ** 2) - torch.exp(-((a - 0.8) / 0.04) ** 2)
+
+    data = (torch.ones(8, 1), torch.tensor([0, 1] * 4))
+    res = lmc.barrier(a_model, b_model, data, loss_fn=loss_fn, points=25, refine=4, bn="interpolate",
+                      device="cpu")
+    step = 1 / 24
+    grid = set(np.round(np.linspace(0, 1, 25), 12)) | {0.5}
+    c = res.split_curve()
+    new = np.array([a for a in c["alpha"] if round(a, 12) not in grid])
+    assert np.allclose(sorted(new), sorted(res.settings["refined"]))
+    for peak in (0.3, 0.6, 0.8):  # max of the loss, the error bump, the signed-mc t* of the loss
+        near = new[np.abs(new - peak) < step]
+        assert len(near) >= 3, (peak, new)
+    assert np.all(np.min(np.abs(new[:, None] - np.array([0.3, 0.6, 0.8])[None]), axis=1) < 2 * step)
+    t = res.table.set_index(["metric", "variant"])["alpha"]
+    assert abs(t[("loss", "max_minus_mean")] - 0.3) < step / 2
+    assert abs(t[("loss", "signed_mc")] - 0.8) < step / 2
+    assert abs(t[("error", "max_minus_mean")] - 0.6) < step
+    assert res.barriers_["signed_mc"] == pytest.approx(1 - c["loss"].min())
+
+
+def test_align_weight_infers_user_cnn_input_or_asks_for_data():
+    a, b, data = _user_pair(side=28, n=8)
+    inferred = lmc.align(a, b, method="weight", device="cpu")
+    given = lmc.align(a, b, method="weight", data=data, device="cpu")
+    assert set(inferred.perms) == set(given.perms) == {"P_c1", "P_c2"}
+    for p in given.perms:
+        np.testing.assert_array_equal(inferred.perms[p], given.perms[p])
+    odd_a, odd_b = _UserCNN(0, side=12), _UserCNN(1, side=12)  # runs only on 12 x 12 inputs
+    with pytest.raises(ValueError, match=r"pass data= .*data=\(X\[:4\], y\[:4\]\)"):
+        lmc.align(odd_a, odd_b, method="weight", device="cpu")
+    x = torch.randn(4, 1, 12, 12)
+    assert set(lmc.align(odd_a, odd_b, data=(x, torch.zeros(4, dtype=torch.long)), device="cpu").perms) == \
+        {"P_c1", "P_c2"}
+
+
+def test_mse_loss_is_the_per_element_mean_everywhere():
+    paramspace = pytest.importorskip("workbench.paramspace")
+    gen = torch.Generator().manual_seed(0)
+    a, b = nn.Linear(4, 3), nn.Linear(4, 3)
+    x, y = torch.randn(30, 4, generator=gen), torch.randn(30, 3, generator=gen)
+    with torch.no_grad():
+        whole = float(torch.nn.functional.mse_loss(a(x), y))
+    ev = models.evaluate(a, (x, y), loss_fn=torch.nn.functional.mse_loss, batch_size=7, device="cpu")
+    assert ev["loss"] == pytest.approx(whole, rel=1e-6)
+    theta, _ = paramspace.flatten(a)
+    ps = paramspace.evaluate_points(a, theta[None], (x, y), torch.nn.functional.mse_loss, batch_size=7, device="cpu")
+    assert ps["loss"][0] == pytest.approx(whole, rel=1e-6)
+    res = lmc.barrier(a, b, (x, y), loss_fn=torch.nn.functional.mse_loss, points=3, refine=0, bn="interpolate",
+                      device="cpu")
+    mid = nn.Linear(4, 3)
+    mid.load_state_dict(lmc.interpolate_state(a.state_dict(), b.state_dict(), 0.5))
+    c = res.split_curve().set_index("alpha")["loss"]
+    with torch.no_grad():
+        assert c[0.5] == pytest.approx(float(torch.nn.functional.mse_loss(mid(x), y)), rel=1e-6)

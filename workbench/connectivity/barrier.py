@@ -10,9 +10,10 @@ named split.  The variants (REFERENCE section 2):
   (negative: a barrier; positive: the path is better than its ends).
 
 BatchNorm along the path (``bn=``): ``"interpolate"`` (running statistics interpolated like weights),
-``"reset"`` (running statistics recomputed on the training data at every ``a``), ``"repair"`` (REPAIR,
-Jordan et al. 2022: statistics reset, then every hidden channel's mean and standard deviation rescaled to
-the interpolation of the endpoints' ones, folded into the layer's weight and bias).
+``"reset"`` (running statistics recomputed on the training data at every ``a``, 0 and 1 included),
+``"repair"`` (REPAIR, Jordan et al. 2022: statistics reset, then every hidden channel's mean and standard
+deviation rescaled to the interpolation of the endpoints' ones, folded into the layer's weight and bias;
+also at every ``a``).
 """
 from __future__ import annotations
 
@@ -184,11 +185,15 @@ def _site_stats(model: nn.Module, modules: Sequence[str], data: Dataset, *, batc
     return out
 
 
-def repair_sites(model: nn.Module) -> List[str]:
-    """Modules whose output channels REPAIR rescales: a derived spec's hidden sites with an affine part."""
+def repair_sites(model: nn.Module, data: Any = None) -> List[str]:
+    """Modules whose output channels REPAIR rescales: a derived spec's hidden sites with an affine part.
+
+    ``data`` (a few examples suffice) supplies the input used to trace the model; without it the input
+    shape is inferred where possible (see :func:`workbench.connectivity.permutation.example_input`).
+    """
     from .permutation import permutation_spec
 
-    spec = permutation_spec(model)
+    spec = permutation_spec(model, data)
     named = dict(model.named_modules())
     sites = []
     for module, _perm, _kind in spec.sites:
@@ -261,7 +266,7 @@ class PathEvaluator:
                 self.bn_data = "train_data"
         self.sites: List[str] = []
         if bn == "repair":
-            self.sites = repair_sites(model_a)
+            self.sites = repair_sites(model_a, self.train)
             ma = copy.deepcopy(model_a).to(self.dev).eval()
             mb = copy.deepcopy(model_b).to(self.dev).eval()
             self.stats_a = _site_stats(ma, self.sites, self.train, batch_size=batch_size, device=self.dev)
@@ -280,11 +285,16 @@ class PathEvaluator:
         return out
 
     def model_at(self, alpha: float) -> nn.Module:
+        """The model at ``alpha`` (the evaluator's working copy, overwritten by the next call).
+
+        ``reset`` and ``repair`` recompute the statistics at every ``alpha``, the ends included, so every
+        point of a curve is produced the same way (the ends then differ from the stored models only by
+        their recomputed BatchNorm statistics).
+        """
         self.work.load_state_dict(self.state_at(alpha))
-        endpoint = self.keys is None and alpha in (0.0, 1.0)
-        if self.bn == "reset" and self.train is not None and not endpoint:
+        if self.bn == "reset" and self.train is not None:
             reset_bn(self.work, self.train, batch_size=self.batch_size, device=self.dev)
-        elif self.bn == "repair" and not endpoint:
+        elif self.bn == "repair":
             repair(self.work, self.stats_a, self.stats_b, alpha, self.train, sites=self.sites,
                    batch_size=self.batch_size, device=self.dev)
         return self.work
@@ -359,19 +369,39 @@ def _grid(points: int) -> np.ndarray:
     return np.unique(np.concatenate([np.linspace(0.0, 1.0, points), [0.5]]))
 
 
-def _refined(alphas: np.ndarray, values: np.ndarray, refine: int) -> List[float]:
-    """``refine`` new alphas between the neighbours of the peaks of ``f`` and ``f - chord``."""
+def _peak_indices(alphas: np.ndarray, values: np.ndarray) -> List[int]:
+    """Grid indices where the variants of one curve are attained: ``max f``, ``max (f - chord)`` and the
+    signed-mc ``t* = argmax |(f(0) + f(1))/2 - f|`` (``alphas`` sorted, from 0 to 1)."""
+    f = np.asarray(values, dtype=np.float64)
+    chord = (1 - alphas) * f[0] + alphas * f[-1]
+    mean_ends = (f[0] + f[-1]) / 2
+    return [int(np.argmax(f)), int(np.argmax(f - chord)), int(np.argmax(np.abs(mean_ends - f)))]
+
+
+def _refined(alphas: np.ndarray, curves: Sequence[np.ndarray], refine: int) -> List[float]:
+    """New alphas, ``refine`` between the grid neighbours of each peak of each curve (see
+    :func:`_peak_indices`); peaks at an end of the path and points already on the grid add nothing."""
     if refine <= 0:
         return []
-    chord = (1 - alphas) * values[0] + alphas * values[-1]
+    alphas = np.asarray(alphas, dtype=np.float64)
+    peaks = sorted({i for values in curves for i in _peak_indices(alphas, values)})
     new: List[float] = []
-    for i in {int(np.argmax(values)), int(np.argmax(values - chord))}:
+    for i in peaks:
         if i in (0, len(alphas) - 1):
             continue
-        lo, hi = alphas[i - 1], alphas[i + 1]
-        cand = np.linspace(lo, hi, refine + 2)[1:-1]
-        new.extend(float(c) for c in cand if not np.any(np.isclose(c, alphas)) and c not in new)
-    return new
+        cand = np.linspace(alphas[i - 1], alphas[i + 1], refine + 2)[1:-1]
+        for c in cand:
+            if not np.any(np.isclose(c, alphas)) and not np.any(np.isclose(c, new)):
+                new.append(float(c))
+    return sorted(new)
+
+
+def _endpoint_mode(bn: str, path: PathEvaluator) -> str:
+    """How the models at alpha 0 and 1 were evaluated: with their ``"stored"`` statistics or, like every
+    other point, after ``"reset"`` / ``"repair"``."""
+    if bn == "repair":
+        return "repair"
+    return "reset" if (bn == "reset" and path.train is not None) else "stored"
 
 
 def barrier(model_a: nn.Module, model_b: nn.Module, data: Any, *, loss_fn: Optional[Callable] = None,
@@ -380,9 +410,11 @@ def barrier(model_a: nn.Module, model_b: nn.Module, data: Any, *, loss_fn: Optio
             batch_size: int = 512, device: DeviceLike = "auto", progress: ProgressLike = False) -> BarrierResult:
     """Loss and error along ``(1 - a) A + a B`` on ``data`` (and on ``train_data``), with every variant.
 
-    ``points`` evenly spaced alphas (plus 1/2), then ``refine`` more around the peak of the evaluation
-    curve.  ``bn`` is the BatchNorm mode (``"interpolate"``, ``"reset"``, ``"repair"``); ``reset`` and
-    ``repair`` recompute statistics on ``train_data`` (on ``data``, with a warning, when it is missing).
+    ``points`` evenly spaced alphas (plus 1/2), then ``refine`` more between the grid neighbours of every
+    peak of every reported curve (loss and error on each split; the maximum, the maximum above the chord
+    and the signed-mc ``t*``).  ``bn`` is the BatchNorm mode (``"interpolate"``, ``"reset"``,
+    ``"repair"``); ``reset`` and ``repair`` recompute statistics on ``train_data`` (on ``data``, with a
+    warning, when it is missing) at every alpha, both ends included (``settings["bn_endpoints"]``).
     ``variant`` picks the scalar reported as ``loss_barrier_`` / ``error_barrier_``.
     """
     if variant not in VARIANTS:
@@ -410,13 +442,20 @@ def barrier(model_a: nn.Module, model_b: nn.Module, data: Any, *, loss_fn: Optio
 
     with Progress(len(alphas) + 2 * refine, "interpolation", progress) as bar:
         run(alphas, bar)
-        ev_rows = pd.DataFrame(rows)
-        ev_rows = ev_rows[ev_rows["split"] == split].sort_values("alpha")
-        extra = _refined(ev_rows["alpha"].to_numpy(), ev_rows["loss"].to_numpy(), refine)
+        first = pd.DataFrame(rows)
+        curves = []
+        for _name, c in first.groupby("split", sort=False):
+            c = c.sort_values("alpha")
+            curves += [c["loss"].to_numpy(), c["error"].to_numpy()]
+        extra = _refined(alphas, curves, refine)
+        bar.total = bar.done + len(extra)
+        if bar._bar is not None:
+            bar._bar.total = bar.total
         run(extra, bar)
     curve = pd.DataFrame(rows).sort_values(["split", "alpha"], kind="stable").reset_index(drop=True)
     settings = dict(points=points, refine=refine, bn=bn, variant=variant, split=split, device=str(path.dev),
                     bn_data=path.bn_data, batch_size=batch_size, data=test.name,
+                    bn_endpoints=_endpoint_mode(bn, path), refined=[float(a) for a in extra],
                     train_data=None if train is None else train.name,
                     loss_fn=getattr(loss_fn, "__name__", "cross_entropy") if loss_fn else "cross_entropy",
                     batchnorm=has_batchnorm(model_a))

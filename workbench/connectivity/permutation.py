@@ -355,10 +355,33 @@ def _run_traced(model: nn.Module, x: torch.Tensor, tracer: _ChannelTracer) -> An
     return out
 
 
+_SIDES = (8, 28, 32, 16, 64, 224)  # spatial sizes tried, in order, when guessing a convolutional input
+
+
+def _runs_on(model: nn.Module, x: torch.Tensor) -> bool:
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x.to(dev))
+        return True
+    except (RuntimeError, ValueError, IndexError, TypeError):
+        return False
+    finally:
+        model.train(was_training)
+
+
 def example_input(model: nn.Module, data: Any = None) -> torch.Tensor:
-    """A small input batch for tracing: from ``data`` if given, else guessed for the reference models."""
+    """A small input batch for tracing: from ``data`` if given, else inferred from the model.
+
+    Without ``data``: the ``config`` of the reference models; otherwise the first layer that touches the
+    input, a ``Linear`` (``(2, in_features)``) or a ``Conv1d``/``Conv2d``/``Conv3d`` (``in_channels`` with
+    the first spatial size among 8, 28, 32, 16, 64, 224 that the model runs on).  Raises a ValueError
+    asking for ``data=`` when no shape works.
+    """
     if data is not None:
-        ds = as_dataset(data)
+        ds = as_dataset(data, "data")
         return ds.X[: min(4, len(ds))]
     config = getattr(model, "config", None) or {}
     if "in_features" in config:
@@ -366,10 +389,22 @@ def example_input(model: nn.Module, data: Any = None) -> torch.Tensor:
     if "in_channels" in config:
         side = config.get("image_size", 8)
         return torch.zeros(2, config["in_channels"], side, side)
-    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv1d))), None)
+    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))), None)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    tried: List[Tuple[int, ...]] = []
     if isinstance(first, nn.Linear):
-        return torch.zeros(2, first.in_features)
-    raise ValueError("cannot guess an input shape for this model; pass data= (a few examples) to trace it")
+        tried.append((2, first.in_features))
+    elif isinstance(first, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        dims = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[type(first)]
+        tried += [(2, first.in_channels) + (side,) * dims for side in _SIDES]
+    for shape in tried:
+        x = torch.zeros(shape, dtype=dtype)
+        if _runs_on(model, x):
+            return x
+    what = f"shapes tried: {tried[:3]}{' ...' if len(tried) > 3 else ''}" if tried else \
+        "no Linear or Conv layer to read the input size from"
+    raise ValueError(f"cannot infer an input shape for {type(model).__name__} ({what}); pass data= with a few "
+                     "training examples, e.g. data=(X[:4], y[:4]) or a workbench Dataset, to trace it")
 
 
 def permutation_spec(model: nn.Module, data: Any = None) -> PermutationSpec:
@@ -680,9 +715,11 @@ def align(model_a: nn.Module, model_b: nn.Module, *, method: str = "weight", dat
           device: DeviceLike = "auto", progress: ProgressLike = False) -> AlignResult:
     """Permute the hidden units of ``model_b`` to line up with ``model_a``.
 
-    ``method="weight"``: Git Re-Basin weight matching (no data needed).  ``method="activation"``:
-    correlation of activations on ``data`` (training data).  ``spec`` defaults to the one derived from
-    ``model_a``.  Returns an :class:`AlignResult` (``.model_`` the permuted copy of B, ``.perms``).
+    ``method="weight"``: Git Re-Basin weight matching; it uses only the weights, but deriving the spec
+    traces one forward pass, so ``data=`` (a few examples) is needed when the input shape cannot be inferred
+    (MLPs, and CNNs whose first layer is a convolution that runs on a square input of side 8, 28, 32, 16,
+    64 or 224, need none; see :func:`example_input`).  ``method="activation"``: correlation of activations
+    on ``data`` (training data).  ``spec`` defaults to the one derived from ``model_a``.  Returns an :class:`AlignResult` (``.model_`` the permuted copy of B, ``.perms``).
     """
     check_same_architecture(model_a, model_b)
     dev = resolve_device(device)
