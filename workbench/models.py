@@ -173,7 +173,14 @@ def _state_numpy(model: nn.Module) -> Dict[str, np.ndarray]:
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Any, *, loss_fn: Optional[Callable] = None, batch_size: int = 1024,
              device: DeviceLike = "auto") -> Dict[str, float]:
-    """Mean loss and accuracy of ``model`` over the whole of ``data`` (in eval mode)."""
+    """Mean loss and accuracy of ``model`` over the whole of ``data`` (in eval mode).
+
+    The loss is what the mean-reducing ``loss_fn`` gives on the whole data set at once, accumulated over
+    batches by :func:`workbench.paramspace.batch_loss_sum` (the convention of every parameter-space
+    evaluation): for ``F.mse_loss`` on ``C`` outputs, the mean over all ``N * C`` elements.
+    """
+    from .paramspace import batch_loss_sum
+
     ds = as_dataset(data)
     dev = resolve_device(device)
     loss_fn = loss_fn or F.cross_entropy
@@ -183,8 +190,7 @@ def evaluate(model: nn.Module, data: Any, *, loss_fn: Optional[Callable] = None,
     total_loss, correct, n = 0.0, 0, 0
     for xb, yb in ds.batches(batch_size, device=dev):
         out = model(xb)
-        total_loss += float(loss_fn(out, yb, reduction="sum")) if _accepts_reduction(loss_fn) else \
-            float(loss_fn(out, yb)) * len(yb)
+        total_loss += float(batch_loss_sum(loss_fn, out, yb))
         if out.dim() == 2 and not yb.is_floating_point():
             correct += int((out.argmax(1) == yb).sum())
         n += len(yb)
