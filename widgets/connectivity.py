@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 import ipywidgets as ipw
+import plotly.graph_objects as go
 import torch.nn as nn
 
 from widgets.base import Panel, copy_figure
@@ -103,6 +104,11 @@ class ConnectivityPanel(Panel):
         copy_figure(figures.curves_figure(result), self.figures["curves"])
         if len(result.layerwise):
             copy_figure(figures.layerwise_figure(result), self.figures["layers"])
+        else:  # not computed this run: drop the previous run's chart
+            empty = go.Figure()
+            empty.update_layout(title="Layer-wise LMC: not computed (tick 'layer-wise LMC' to compute it)",
+                                height=120)
+            copy_figure(empty, self.figures["layers"])
         copy_figure(figures.diagnostics_figure(result), self.figures["diagnostics"])
         self.table.value = result.summary("loss").to_html(float_format=lambda v: f"{v:.4f}")
         self.merged_table.value = result.merged.to_html(index=False, float_format=lambda v: f"{v:.4f}")

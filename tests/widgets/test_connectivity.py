@@ -61,3 +61,19 @@ def test_panel_loads_model_files(pair, tmp_path):
     p = ConnectivityPanel(source="files", background=False)
     p.run()
     assert "needs both file A and file B" in p.error_area.value
+
+
+def test_panel_clears_layer_chart_when_layerwise_is_off():
+    train, test = wdata.digits()
+    a, b = models.build("mlp", seed=0, hidden=(16, 16)), models.build("mlp", seed=1, hidden=(16, 16))
+    p = ConnectivityPanel(model_a=a, model_b=b, data=test.subset(100), train_data=train.subset(100), points=5,
+                          weight=False, activation=False, layerwise=True, background=False)
+    p.run()
+    assert p.error is None, p.error_area.value
+    assert len(p.figures["layers"].data) == 2  # original: rest at A, rest at B
+    p.widgets["layerwise"].value = False
+    p.run()
+    assert p.error is None, p.error_area.value
+    assert len(p.result.layerwise) == 0
+    assert len(p.figures["layers"].data) == 0
+    assert "not computed" in p.figures["layers"].layout.title.text
