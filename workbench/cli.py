@@ -4,7 +4,9 @@
     workbench report                          # every notebook, default parameters, into ./report
     workbench report spectra -p model=resnet -p bootstrap=500 --out out/
     workbench report --config params.yaml --executor processes --workers 2
+    workbench report --scheduler tcp://127.0.0.1:8786      # fan out through a Dask cluster
     workbench lab
+    workbench list --notebooks path/to/checkout/notebooks  # an installed wheel carries no notebooks
 """
 from __future__ import annotations
 
@@ -42,10 +44,19 @@ def _collect_parameters(pairs: List[str], config: Optional[str]) -> Dict[str, An
     return params
 
 
+def _fail(command: str, exc: BaseException) -> int:
+    print(f"workbench {command}: {exc}", file=sys.stderr)
+    return 2
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from .report import ci_parameters, notebooks, parameters_of
 
-    for name, path in notebooks().items():
+    try:
+        found = notebooks(args.notebooks_dir)
+    except FileNotFoundError as exc:
+        return _fail("list", exc)
+    for name, path in found.items():
         print(f"{name}  ({path})")
         small = ci_parameters(path)
         for p in parameters_of(path):
@@ -54,17 +65,37 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def dask_client(address: str):
+    """A ``distributed.Client`` connected to the scheduler at ``address`` (clear errors if that fails)."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise SystemExit("workbench report --scheduler needs dask.distributed: "
+                         "pip install 'nn-workbench[dask]' (or pip install 'dask[distributed]')") from None
+    try:
+        return Client(address, timeout="20s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise SystemExit(f"workbench report --scheduler {address}: cannot reach a Dask scheduler there "
+                         f"({type(exc).__name__}: {exc}); start one with `dask scheduler` or pass its "
+                         "tcp://host:port address") from None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import report
 
+    if args.scheduler and args.executor:
+        raise SystemExit("workbench report: give either --scheduler (a Dask cluster) or --executor, not both")
     params = _collect_parameters(args.param or [], args.config)
+    client = dask_client(args.scheduler) if args.scheduler else None
     try:
         res = report(args.notebooks or None, out=args.out, parameters=params, small=args.small,
-                     show_code=args.show_code, executor=args.executor, max_workers=args.workers,
-                     title=args.title)
-    except ValueError as exc:
-        print(f"workbench report: {exc}", file=sys.stderr)
-        return 2
+                     show_code=args.show_code, executor=client or args.executor, max_workers=args.workers,
+                     title=args.title, notebooks_dir=args.notebooks_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        return _fail("report", exc)
+    finally:
+        if client is not None:
+            client.close()
     for run in res.runs:
         status = "ok" if run["status"] == "ok" else f"FAILED ({run['error']})"
         print(f"{run['notebook']:24s} {status:10s} {run['seconds']:7.1f} s  {run['html']}")
@@ -75,7 +106,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_lab(args: argparse.Namespace) -> int:
     from .report import notebook_dir
 
-    cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebook_dir()}"]
+    try:
+        directory = notebook_dir(args.notebooks_dir)
+    except FileNotFoundError as exc:
+        return _fail("lab", exc)
+    cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={directory}"]
     if args.port:
         cmd.append(f"--port={args.port}")
     if args.no_browser:
@@ -86,9 +121,13 @@ def cmd_lab(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="workbench", description="Look inside neural networks and graphs.")
     sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("list", help="show the curated notebooks and their parameters")
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--notebooks", dest="notebooks_dir", metavar="DIR", default=None,
+                       help="folder of the curated notebooks (default: the checkout's notebooks/, then "
+                            "./notebooks; $WORKBENCH_NOTEBOOKS also works)")
+    p = sub.add_parser("list", parents=[where], help="show the curated notebooks and their parameters")
     p.set_defaults(fn=cmd_list)
-    p = sub.add_parser("report", help="run notebooks into executed notebooks + standalone HTML")
+    p = sub.add_parser("report", parents=[where], help="run notebooks into executed notebooks + standalone HTML")
     p.add_argument("notebooks", nargs="*", help="notebook names (default: all)")
     p.add_argument("--out", default="report", help="output directory (default: report)")
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
@@ -99,18 +138,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", default=None, choices=[None, "serial", "threads", "processes"],
                    help="how to run several reports (default: one after the other)")
     p.add_argument("--workers", type=int, default=None, help="pool size for threads/processes")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="run the reports on a Dask cluster (e.g. tcp://127.0.0.1:8786); the workers must "
+                        "see the notebooks and --out at the same paths")
     p.add_argument("--title", default="Workbench report")
     p.set_defaults(fn=cmd_report)
-    p = sub.add_parser("lab", help="open JupyterLab on the notebooks")
+    p = sub.add_parser("lab", parents=[where], help="open JupyterLab on the notebooks")
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--no-browser", action="store_true")
-    p.add_argument("extra", nargs=argparse.REMAINDER, help="further arguments for jupyter lab")
+    p.add_argument("extra", nargs=argparse.REMAINDER, help="further arguments for jupyter lab "
+                                                             "(e.g. --ServerApp.token=...)")
     p.set_defaults(fn=cmd_lab)
     return ap
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if args.command != "lab":
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.extra = list(args.extra or []) + unknown  # options for jupyter lab itself
     return int(args.fn(args) or 0)
 
 

@@ -27,12 +27,35 @@ from .results import Result
 PathLike = Union[str, os.PathLike]
 
 
-def notebook_dir() -> Path:
-    """Where the curated notebooks live (``$WORKBENCH_NOTEBOOKS`` or the checkout's ``notebooks/``)."""
-    env = os.environ.get("WORKBENCH_NOTEBOOKS")
-    if env:
-        return Path(env)
+def _checkout_notebooks() -> Path:
+    """``notebooks/`` next to the package: present in a source checkout (editable install)."""
     return Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _has_notebooks(d: Path) -> bool:
+    return d.is_dir() and any(d.glob("*.ipynb"))
+
+
+def notebook_dir(directory: Optional[PathLike] = None) -> Path:
+    """Where the curated notebooks live.
+
+    In order: ``directory`` (the command line's ``--notebooks``), ``$WORKBENCH_NOTEBOOKS``, the source
+    checkout's ``notebooks/`` next to the package, ``./notebooks``.  An installed wheel carries no
+    notebooks, so outside a checkout pass the directory of a clone.
+    """
+    if directory is not None or os.environ.get("WORKBENCH_NOTEBOOKS"):
+        d = Path(directory if directory is not None else os.environ["WORKBENCH_NOTEBOOKS"]).expanduser()
+        source = "--notebooks" if directory is not None else "$WORKBENCH_NOTEBOOKS"
+        if not _has_notebooks(d):
+            raise FileNotFoundError(f"{source}={d}: no *.ipynb notebooks there; pass the notebooks/ folder "
+                                    "of a workbench checkout")
+        return d
+    for d in (_checkout_notebooks(), Path.cwd() / "notebooks"):
+        if _has_notebooks(d):
+            return d
+    raise FileNotFoundError(
+        f"no curated notebooks found (looked in {_checkout_notebooks()} and {Path.cwd() / 'notebooks'}); "
+        "pass --notebooks DIR (or set WORKBENCH_NOTEBOOKS) to the notebooks/ folder of a workbench checkout")
 
 
 @dataclass
@@ -66,9 +89,9 @@ def parameters_of(path: PathLike) -> List[Parameter]:
     return out
 
 
-def notebooks() -> Dict[str, Path]:
-    """Name -> path of every curated notebook, tour first."""
-    paths = sorted(notebook_dir().glob("*.ipynb"), key=lambda p: (p.stem != "tour", p.stem))
+def notebooks(directory: Optional[PathLike] = None) -> Dict[str, Path]:
+    """Name -> path of every curated notebook in :func:`notebook_dir` (``directory``), tour first."""
+    paths = sorted(notebook_dir(directory).glob("*.ipynb"), key=lambda p: (p.stem != "tour", p.stem))
     return {p.stem: p for p in paths}
 
 
@@ -88,13 +111,15 @@ def validate(name: str, params: Mapping[str, Any], known: Sequence[Parameter]) -
                              f"{', '.join(names) or '(none)'}")
 
 
-def split_parameters(params: Mapping[str, Any], names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+def split_parameters(params: Mapping[str, Any], names: Sequence[str],
+                     directory: Optional[PathLike] = None) -> Dict[str, Dict[str, Any]]:
     """Route ``{"key": v, "notebook.key": v, "notebook": {...}}`` to each notebook's own dict.
 
     A bare ``key`` goes to every selected notebook that has it (and must exist in at least one).
     """
     per: Dict[str, Dict[str, Any]] = {n: {} for n in names}
-    known = {n: [p.name for p in parameters_of(notebooks()[n])] for n in names}
+    available = notebooks(directory)
+    known = {n: [p.name for p in parameters_of(available[n])] for n in names}
     for key, value in params.items():
         if key in per and isinstance(value, Mapping):
             per[key].update(value)
@@ -116,6 +141,13 @@ def split_parameters(params: Mapping[str, Any], names: Sequence[str]) -> Dict[st
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
+# JupyterLab's page without the scripts it loads from a CDN (require.js, MathJax): a report needs
+# neither (plotly.js is embedded by the notebooks' renderer) and must not reach the network.
+_REPORT_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+"""
+
 
 def _drop_widget_state(nb) -> None:
     """Remove live-widget outputs and their saved state: they cannot run in a static page, and the
@@ -129,11 +161,14 @@ def _drop_widget_state(nb) -> None:
 def to_html(executed: PathLike, target: PathLike, *, show_code: bool = False, title: str = "") -> Path:
     """Convert an executed notebook to standalone HTML (code hidden unless ``show_code``)."""
     import nbformat
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(executed), as_version=4)
     _drop_widget_state(nb)
-    exporter = HTMLExporter(exclude_input=not show_code, exclude_input_prompt=True,
+    exporter = HTMLExporter(template_name="lab", template_file="workbench_report.html.j2",
+                            extra_loaders=[DictLoader({"workbench_report.html.j2": _REPORT_TEMPLATE})],
+                            exclude_input=not show_code, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     if title:
         nb.metadata["title"] = title
@@ -144,11 +179,11 @@ def to_html(executed: PathLike, target: PathLike, *, show_code: bool = False, ti
 
 
 def run_one(notebook: str, out: str, parameters: Dict[str, Any], small: bool = False, show_code: bool = False,
-            kernel: str = "python3") -> Dict[str, Any]:
+            kernel: str = "python3", notebooks_dir: Optional[str] = None) -> Dict[str, Any]:
     """Execute one notebook and convert it; returns a status record (never raises on a failing notebook)."""
     import papermill as pm
 
-    path = notebooks()[notebook]
+    path = notebooks(notebooks_dir)[notebook]
     params = {**(ci_parameters(path) if small else {}), **parameters}
     validate(notebook, params, parameters_of(path))
     outdir = Path(out)
@@ -157,19 +192,12 @@ def run_one(notebook: str, out: str, parameters: Dict[str, Any], small: bool = F
     start = time.perf_counter()
     record = {"notebook": notebook, "parameters": params, "ipynb": executed.name, "html": f"{notebook}.html",
               "status": "ok", "error": "", "seconds": 0.0}
-    env_before = os.environ.get("WORKBENCH_REPORT")
-    os.environ["WORKBENCH_REPORT"] = "1"
     try:
         pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name=kernel,
                             cwd=str(path.parent.parent), progress_bar=False, log_output=False)
     except Exception as exc:  # the partial notebook is still converted, with the error in it
         record["status"] = "failed"
         record["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-    finally:
-        if env_before is None:
-            os.environ.pop("WORKBENCH_REPORT", None)
-        else:
-            os.environ["WORKBENCH_REPORT"] = env_before
     if executed.exists():
         import nbformat
 
@@ -221,26 +249,31 @@ def _index_page(runs: List[Dict[str, Any]], title: str) -> str:
 def report(names: Optional[Sequence[str]] = None, *, out: PathLike = "report",
            parameters: Optional[Mapping[str, Any]] = None, small: bool = False, show_code: bool = False,
            executor: Any = None, max_workers: Optional[int] = None, progress: ProgressLike = True,
-           title: str = "Workbench report") -> ReportResult:
+           title: str = "Workbench report", notebooks_dir: Optional[PathLike] = None) -> ReportResult:
     """Run the named notebooks (all by default) into ``out/`` as executed notebooks and HTML, plus an index.
 
     ``parameters``: ``{"key": v}`` for every notebook that has ``key``, ``{"notebook.key": v}`` or
     ``{"notebook": {...}}`` for one.  ``small=True`` starts from each notebook's CI parameters.
+    ``notebooks_dir``: where the notebooks are (see :func:`notebook_dir`).  With a Dask client, ``out``
+    and the notebooks must be at the same paths on the workers.
     """
     from . import sweep
 
-    available = notebooks()
+    nbdir = str(notebook_dir(notebooks_dir).resolve())
+    available = notebooks(nbdir)
     names = list(names) if names else list(available)
     for n in names:
         if n not in available:
             raise ValueError(f"no notebook {n!r}; available: {', '.join(available)}")
-    per = split_parameters(dict(parameters or {}), names)
+    per = split_parameters(dict(parameters or {}), names, nbdir)
     for n in names:
         base = ci_parameters(available[n]) if small else {}
         validate(n, {**base, **per[n]}, parameters_of(available[n]))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cells = [dict(notebook=n, out=str(out), parameters=per[n], small=small, show_code=show_code) for n in names]
+    cells = [dict(notebook=n, out=str(out), parameters=per[n], small=small, show_code=show_code,
+                  notebooks_dir=nbdir)
+             for n in names]
     res = sweep.run(run_one, cells, executor=executor, max_workers=max_workers, progress=progress,
                     on_error="skip")
     runs = []
@@ -254,4 +287,4 @@ def report(names: Optional[Sequence[str]] = None, *, out: PathLike = "report",
     index = out / "index.html"
     index.write_text(_index_page(runs, title), encoding="utf-8")
     return ReportResult(settings=dict(names=names, out=str(out), small=small, show_code=show_code,
-                                      executor=str(executor)), runs=runs, index=str(index))
+                                      executor=str(executor), notebooks_dir=nbdir), runs=runs, index=str(index))
