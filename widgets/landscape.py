@@ -1,7 +1,7 @@
 """Loss-landscape panel: 2-D contour and 3-D surface, 1-D slices, click-to-inspect, Hessian spectrum.
 
 A thin view over :mod:`workbench.landscape`: the controls pick the model (a reference digits model, or
-the ``model`` / ``data`` passed in), the grid and the direction normalisation; the colour controls
+the ``model`` / ``data`` passed in; ``model="cnn"`` selects that reference model), the grid and the direction normalisation; the colour controls
 (log scale, fixed levels, split) only redraw.  Clicking a grid point of the contour shows its loss and
 accuracy on every split.
 """
@@ -12,6 +12,8 @@ from typing import Any, Callable, Dict
 
 import ipywidgets as ipw
 import numpy as np
+import plotly.graph_objects as go
+import torch.nn as nn
 
 from workbench import landscape as L
 from workbench.landscape import figures
@@ -30,6 +32,13 @@ class LandscapePanel(Panel):
     figure_names = ("contour", "surface", "slices", "spectrum")
 
     def __init__(self, model: Any = None, data: Any = None, *, background: bool = True, **values: Any):
+        if isinstance(model, str):  # a built-in model's name is the dropdown's value
+            if "model" in values:
+                raise TypeError("pass the built-in model's name once: LandscapePanel(model='mlp')")
+            values["model"], model = model, None
+        elif model is not None and not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module or a built-in name ('mlp', 'cnn', 'resnet'), "
+                            f"got {type(model).__name__}")
         self.user_model = model
         self.user_data = data
         self.point_info = ipw.HTML(value="<i>click a grid point of the contour map</i>")
@@ -117,6 +126,8 @@ class LandscapePanel(Panel):
         if "eigen" in result:
             copy_figure(figures.spectrum(result.get("density"), result["eigen"], trace=result.get("trace")),
                         self.figures["spectrum"])
+        else:  # no spectrum for this run: do not leave an earlier run's on show
+            copy_figure(go.Figure(), self.figures["spectrum"])
         self.figures["contour"].data[0].on_click(self._on_click)
 
     def redraw(self) -> None:

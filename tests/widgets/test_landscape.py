@@ -54,6 +54,11 @@ def test_panel_hessian_spectrum():
     assert list(eig) == sorted(eig, reverse=True)
     spec = p.figures["spectrum"]
     assert len(spec.data) == 1 and np.trapezoid(spec.data[0].y, spec.data[0].x) == pytest.approx(1.0, abs=0.02)
+    # unchecking the Hessian and running again leaves no old spectrum on show
+    p.widgets["hessian"].value = False
+    p.run()
+    assert p.error is None, p.error_area.value
+    assert "eigen" not in p.result and len(p.figures["spectrum"].data) == 0
 
 
 def test_panel_shows_errors():
@@ -63,3 +68,17 @@ def test_panel_shows_errors():
     p.run()
     assert p.status.value == "failed" and isinstance(p.error, ValueError)
     assert "cannot be evaluated on data with X of shape (5, 4)" in p.error_area.value
+
+
+def test_panel_model_name_selects_the_builtin_model():
+    p = LandscapePanel(model="mlp", steps=3, span=0.2, device="cpu", background=False)
+    assert p.user_model is None and p.widgets["model"].value == "mlp"
+    p.run()
+    assert p.error is None, p.error_area.value
+    res = p.result["plane"]
+    assert res.settings["model"] != "str" and set(res.splits) == {"train", "test"}
+    assert res.x[1] == 0.0 and np.isfinite(res.loss["test"]).all()
+    assert LandscapePanel(model="cnn", background=False).widgets["model"].value == "cnn"
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module or a built-in name"):
+        LandscapePanel(model=3)
+
