@@ -50,10 +50,30 @@ def test_known_singular_values_give_exact_metrics():
 def test_rank_r_plus_noise():
     rng = np.random.default_rng(1)
     w = _matrix([10.0, 8.0, 6.0] + [0.0] * 57, n=100) + 1e-9 * rng.standard_normal((100, 60))
-    row = spectra.analyze(_model_of(w), progress=False, bootstrap=0).to_frame().iloc[0]
-    assert row["stable_rank"] == pytest.approx((100 + 64 + 36) / 100, rel=1e-6)
-    # exact rank 3 up to the noise: the numerical rank sees the noise, the effective rank does not
-    assert 2.8 < row["effective_rank"] < 3.1
+    for method in ("gram", "svd"):
+        row = spectra.analyze(_model_of(w), progress=False, bootstrap=0, method=method).to_frame().iloc[0]
+        assert row["stable_rank"] == pytest.approx((100 + 64 + 36) / 100, rel=1e-6)
+        # noise singular values ~2e-8 against 10: below the tolerance sqrt(max(N, M) * eps) = 1.5e-7
+        assert row["numerical_rank"] == 3, method
+        p = np.array([10.0, 8.0, 6.0]) / 24.0
+        assert row["effective_rank"] == pytest.approx(math.exp(-np.sum(p * np.log(p))), rel=1e-5)
+
+
+@pytest.mark.parametrize("method", ["gram", "svd"])
+@pytest.mark.parametrize("weight_dtype", [torch.float64, torch.float32])
+def test_numerical_rank_of_exact_low_rank_matrices(method, weight_dtype):
+    rng = np.random.default_rng(7)
+    for (n, m), r in [((100, 60), 1), ((100, 60), 3), ((60, 100), 3), ((200, 120), 10), ((80, 80), 40)]:
+        u, _ = np.linalg.qr(rng.standard_normal((n, r)))
+        v, _ = np.linalg.qr(rng.standard_normal((m, r)))
+        w = (u * np.linspace(1.0, 10.0, r)) @ v.T
+        model = _model_of(w).to(weight_dtype)
+        row = spectra.analyze(model, progress=False, bootstrap=0, method=method, mp_fit=False,
+                              device="cpu").to_frame().iloc[0]
+        assert row["numerical_rank"] == r, (n, m, r)
+    full = spectra.analyze(_model_of(_matrix(np.linspace(1.0, 2.0, 30))).to(weight_dtype), progress=False,
+                           bootstrap=0, method=method, mp_fit=False).to_frame().iloc[0]
+    assert full["numerical_rank"] == 30
 
 
 def test_gaussian_versus_pareto_tails():
@@ -238,3 +258,26 @@ def test_fit_agrees_with_weightwatcher_fit():
         assert ours.alpha == pytest.approx(ref.alpha, rel=1e-10)
         assert ours.xmin == pytest.approx(ref.xmin, rel=1e-12)
         assert ours.D == pytest.approx(ref.D, rel=1e-8)
+
+
+def test_mp_softrank_matches_weightwatcher():
+    import logging
+
+    rng = np.random.default_rng(11)
+    spike = _matrix(np.r_[40.0, np.zeros(99)], n=300, seed=2)  # one large spike on a Gaussian bulk
+    mats = [rng.standard_normal((300, 100)), rng.standard_normal((120, 120)),
+            rng.standard_normal((300, 100)) + spike]
+    model = nn.Sequential(_model_of(*mats), nn.Conv2d(8, 16, 3, bias=False).double())
+    logging.disable(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = weightwatcher.WeightWatcher(model=model).analyze(mp_fit=True)
+    logging.disable(logging.NOTSET)
+    ours = spectra.analyze(model, progress=False, bootstrap=0, method="svd").to_frame()
+    assert [n.rsplit(".", 1)[0] for n in ours["name"]] == list(theirs["longname"])
+    np.testing.assert_allclose(ours["mp_softrank"], theirs["mp_softrank"], rtol=1e-6)
+    gauss, square, spiked, conv = ours["mp_softrank"]
+    assert 0.95 < gauss < 1.1 and 0.95 < square < 1.1  # all bulk: the MP edge is the largest eigenvalue
+    # a rank-one signal of strength 40 on 300 x 100 noise: top eigenvalue ~ (1600 + 300)(1600 + 100) / 1600
+    # = 2019 against the bulk edge (sqrt(300) + 10)^2 = 746, a soft rank near 0.37
+    assert spiked == pytest.approx(746 / 2019, abs=0.04)

@@ -13,6 +13,7 @@ from ..backend import DeviceLike, resolve_device
 from ..progress import Progress, ProgressLike
 from ..results import Result
 from .extract import WeightMatrix, group_by_shape, iter_matrices
+from .mp import mp_softrank
 from .powerlaw import EVALS_THRESH, PowerLawFit, bootstrap_alpha, fit_powerlaw
 
 COLUMNS = ["name", "kind", "module", "shape", "N", "M", "rf", "num_evals", "num_params", "lambda_max",
@@ -81,21 +82,30 @@ def _quality(alpha: float) -> str:
     return "over-trained" if alpha < 2 else ("under-trained" if alpha > 6 else "well-trained")
 
 
-def _metrics(entry: WeightMatrix, ev: np.ndarray, fit: PowerLawFit, ci: tuple) -> Dict[str, Any]:
+def rank_tolerance(lam_max: float, N: int, M: int, dtype: torch.dtype) -> float:
+    """Eigenvalues of ``W^T W`` at or below this count as zero in ``numerical_rank``.
+
+    ``lambda_max * max(N, M) * eps(dtype)``: the rounding error of an eigenvalue of the Gram matrix (and of
+    a squared singular value) computed in ``dtype``.  On singular values this is a relative threshold of
+    ``sqrt(max(N, M) * eps)``, so both methods (``gram`` and ``svd``) report the same rank.
+    """
+    return float(lam_max) * max(N, M) * float(torch.finfo(dtype).eps) if lam_max > 0 else 0.0
+
+
+def _metrics(entry: WeightMatrix, ev: np.ndarray, fit: PowerLawFit, ci: tuple,
+             dtype: torch.dtype = torch.float64, mp: bool = True) -> Dict[str, Any]:
     lam_max = float(ev.max()) if ev.size else np.nan
     norm = float(ev.sum())
     sv = np.sqrt(ev)
     p = sv / sv.sum() if sv.sum() > 0 else sv
     nz = p[p > 0]
     eff = float(np.exp(-np.sum(nz * np.log(nz)))) if nz.size else 0.0
-    tol = math.sqrt(lam_max) * entry.N * np.finfo(np.float64).eps if lam_max > 0 else 0.0
-    n_rank = int(np.count_nonzero(sv > tol))
+    coarser = dtype if torch.finfo(dtype).eps >= torch.finfo(entry.slices.dtype).eps else entry.slices.dtype
+    n_rank = int(np.count_nonzero(ev > rank_tolerance(lam_max, entry.N, entry.M, coarser)))
     alpha = fit.alpha
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         log_sn = math.log10(lam_max) if lam_max > 0 else -np.inf
         log_alpha_norm = float(np.log10(np.sum(ev ** alpha))) if np.isfinite(alpha) else np.nan
-    sigma2 = norm / (entry.N * entry.M * entry.rf)  # mean squared entry of the (scaled) slices
-    lam_plus = sigma2 * (math.sqrt(entry.N) + math.sqrt(entry.M)) ** 2
     return {
         "name": entry.name, "kind": entry.kind, "module": entry.module,
         "shape": "x".join(str(s) for s in entry.shape), "N": entry.N, "M": entry.M, "rf": entry.rf,
@@ -107,7 +117,7 @@ def _metrics(entry: WeightMatrix, ev: np.ndarray, fit: PowerLawFit, ci: tuple) -
         "ks_distance": fit.D, "num_pl_spikes": fit.num_tail,
         "alpha_weighted": alpha * log_sn if np.isfinite(alpha) else np.nan,
         "log_alpha_norm": log_alpha_norm,
-        "mp_softrank": lam_plus / lam_max if lam_max > 0 else np.nan,
+        "mp_softrank": mp_softrank(ev, entry.N, entry.M) if mp else np.nan,
         "quality": _quality(alpha),
     }
 
@@ -115,7 +125,7 @@ def _metrics(entry: WeightMatrix, ev: np.ndarray, fit: PowerLawFit, ci: tuple) -
 def analyze(model, *, device: DeviceLike = "auto", embeddings: bool = True, min_evals: int = 8,
             max_size: Optional[int] = None, method: str = "gram", dtype: torch.dtype = torch.float64,
             bootstrap: int = 200, level: float = 0.95, bootstrap_mode: str = "tail", seed: int = 0,
-            batch_elements: int = 1 << 25, progress: ProgressLike = True) -> SpectraResult:
+            batch_elements: int = 1 << 25, mp_fit: bool = True, progress: ProgressLike = True) -> SpectraResult:
     """Spectral metrics of every weight matrix of ``model`` (an ``nn.Module`` or a state dict).
 
     Parameters
@@ -129,6 +139,11 @@ def analyze(model, *, device: DeviceLike = "auto", embeddings: bool = True, min_
     bootstrap, level, bootstrap_mode, seed : the bootstrap interval on ``alpha``
         (``bootstrap=0`` turns it off; see :func:`~workbench.spectra.powerlaw.bootstrap_alpha`).
     batch_elements : at most this many matrix entries per batched eigenvalue call.
+    mp_fit : compute ``mp_softrank`` (weightwatcher's MP fit, see :mod:`~workbench.spectra.mp`); NaN if False.
+
+    ``numerical_rank`` counts the eigenvalues above ``lambda_max * max(N, M) * eps`` (see
+    :func:`rank_tolerance`; ``eps`` of ``dtype`` or of the weights' dtype, whichever is coarser), the same for
+    ``method="gram"`` and ``"svd"``.
     """
     dev = resolve_device(device)
     entries, skipped = iter_matrices(model, embeddings=embeddings)
@@ -174,13 +189,16 @@ def analyze(model, *, device: DeviceLike = "auto", embeddings: bool = True, min_
                 fit = fit_powerlaw(torch.from_numpy(ev).to(dev))
                 ci = bootstrap_alpha(ev, fit, samples=bootstrap, level=level, seed=seed + k,
                                      mode=bootstrap_mode) if bootstrap else (np.nan, np.nan)
-            rows.append(_metrics(e, ev, fit, ci))
+            rows.append(_metrics(e, ev, fit, ci, dtype, mp_fit))
             bar.update()
     table = pd.DataFrame(rows, columns=COLUMNS)
     offsets = np.concatenate([[0], np.cumsum([len(ev) for ev in evals])]).astype(np.int64)
     settings = dict(device=str(dev), embeddings=embeddings, min_evals=min_evals, max_size=max_size,
                     method=method, dtype=str(dtype).replace("torch.", ""), bootstrap=bootstrap, level=level,
                     bootstrap_mode=bootstrap_mode, seed=seed, evals_thresh=EVALS_THRESH,
-                    conv_scale="sqrt(1/2) per slice", model=type(model).__name__)
+                    conv_scale="sqrt(1/2) per slice", model=type(model).__name__,
+                    numerical_rank_tol="lambda > lambda_max * max(N, M) * eps(coarser of dtype, weight dtype)",
+                    mp_softrank="weightwatcher mp_fit: linear KDE bw 0.1, brute+fmin sigma, bulk edge / lambda_max"
+                    if mp_fit else "off")
     return SpectraResult(settings=settings, table=table, evals=np.concatenate(evals), offsets=offsets,
                          skipped=skipped)
