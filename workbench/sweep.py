@@ -415,11 +415,13 @@ class CostEstimate:
     workers: int
     estimated_seconds: float
     measured_on: List[Dict[str, Any]]
+    setup_seconds: float = 0.0  # work before the cells (e.g. dense training), included in estimated_seconds
 
     def __str__(self) -> str:
+        setup = f", {_fmt_seconds(self.setup_seconds)} of it before the cells" if self.setup_seconds else ""
         return (f"{self.todo} of {self.cells} cells to run ({self.done} stored), about "
                 f"{_fmt_seconds(self.estimated_seconds)} on {self.workers} worker(s) "
-                f"({self.seconds_per_cell:.2f} s per unit cell)")
+                f"({self.seconds_per_cell:.2f} s per unit cell{setup})")
 
 
 def _fmt_seconds(s: float) -> str:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Dict, NamedTuple, Optional
+from collections.abc import Mapping
+from typing import Any, Dict, NamedTuple, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -91,37 +92,84 @@ class IterativePruned(NamedTuple):
     model: nn.Module
     mask: Mask
     history: pd.DataFrame
+    rewind: Optional[Dict[str, torch.Tensor]] = None  # the weights survivors were rewound to (None: no rewinding)
 
 
 def iterative_prune(model: nn.Module, data: Any, density: float, *, rounds: int = 3,
-                    rewind_to: Optional[Dict[str, torch.Tensor]] = None, scope: str = "layer",
+                    rewind_to: Union[float, Dict[str, torch.Tensor], str] = 0.0,
+                    dense_epochs: Optional[float] = None, scope: str = "layer",
                     epochs: float = 10, lr: float = 0.05, batch_size: int = 64, seed: int = 0,
                     device: DeviceLike = "auto", test_data: Any = None,
                     progress: ProgressLike = False, **train_kw: Any) -> IterativePruned:
     """Iterative magnitude pruning with weight rewinding (lottery-ticket style).
 
-    ``model`` is the trained dense model.  Round ``r = 1..rounds`` prunes the trained weights of the
-    previous round to density ``density ** (r / rounds)`` (only among surviving weights), rewinds the
-    survivors to ``rewind_to`` (a state dict: the initialisation or an early checkpoint; default the
-    weights ``model`` has now) and retrains ``epochs`` with the mask fixed.
+    Round ``r = 1..rounds`` prunes the trained weights of the previous round to density
+    ``density ** (r / rounds)`` (only among surviving weights), rewinds the survivors to the rewind
+    weights and retrains them ``epochs`` with the mask fixed (``epochs=0``: no retraining).
+
+    ``rewind_to`` chooses the rewind weights, and with them what ``model`` is:
+
+    * a number of epochs (default ``0``: the initial weights): ``model`` is the *untrained* dense model.
+      A copy is trained dense for ``dense_epochs`` (default ``epochs``) with ``seed``; the survivors are
+      rewound to its weights after ``rewind_to`` epochs: ``0`` is the lottery-ticket rewinding to the
+      initialisation, a small number (e.g. 0.5 - 2) rewinding to an early checkpoint, which is more
+      stable for deeper networks (Frankle et al., "Linear Mode Connectivity and the Lottery Ticket
+      Hypothesis", 2020).
+    * a state dict: ``model`` is the *trained* dense model; survivors are rewound to these weights
+      (e.g. the initialisation or a checkpoint you kept).
+    * ``"none"``: ``model`` is the trained dense model and there is no rewinding: each round fine-tunes
+      the surviving trained weights (the fine-tuning baseline of iterative pruning).
     """
     if rounds < 1:
         raise ValueError(f"rounds={rounds} must be at least 1")
-    rewind = {k: v.detach().clone() for k, v in (rewind_to or model.state_dict()).items()}
-    current = copy.deepcopy(model)
+    if epochs < 0:
+        raise ValueError(f"epochs={epochs} must be non-negative (0 = no retraining between rounds)")
+    rewind: Optional[Dict[str, torch.Tensor]]
+    if rewind_to is None:
+        raise ValueError("rewind_to=None is ambiguous: pass 0 (rewind to the initial weights; model is the "
+                         "untrained model), an early epoch, a state dict, or 'none' (no rewinding)")
+    if isinstance(rewind_to, str):
+        if rewind_to != "none":
+            raise ValueError(f"rewind_to={rewind_to!r}; pass an epoch (0 = the initial weights), a state dict "
+                             "or 'none'")
+        rewind = None
+        current = copy.deepcopy(model)
+    elif isinstance(rewind_to, Mapping):
+        rewind = {k: torch.as_tensor(v).detach().clone() for k, v in rewind_to.items()}
+        current = copy.deepcopy(model)
+    else:
+        at = float(rewind_to)
+        total = float(epochs if dense_epochs is None else dense_epochs)
+        if not 0 <= at <= total:
+            raise ValueError(f"rewind_to={rewind_to} must be an epoch in [0, dense_epochs={total}]")
+        current = copy.deepcopy(model)
+        if at == 0:
+            rewind = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            if total > 0:
+                train(current, data, epochs=total, lr=lr, batch_size=batch_size, seed=seed, device=device,
+                      progress=False, **train_kw)
+        else:
+            res = train(current, data, epochs=total, lr=lr, batch_size=batch_size, seed=seed, device=device,
+                        checkpoint_every=at, progress=False, **train_kw)
+            steps_per_epoch = max(1, -(-len(as_dataset(data, "data")) // batch_size))
+            step = int(round(at * steps_per_epoch))
+            state = next(c["state"] for c in res.checkpoints if c["step"] == step)
+            rewind = {k: torch.as_tensor(np.asarray(v)) for k, v in state.items()}
     mask: Optional[Mask] = None
     rows = []
     with Progress(rounds, "prune rounds", progress) as bar:
         for r in range(1, rounds + 1):
             target = float(density) ** (r / rounds)
             mask = magnitude_mask(current, target, scope=scope, current=mask)
-            missing, unexpected = current.load_state_dict(rewind, strict=False)
-            if missing or unexpected:
-                raise ValueError(f"rewind_to does not match the model: missing {missing[:3]}, "
-                                 f"unexpected {unexpected[:3]}")
+            if rewind is not None:
+                missing, unexpected = current.load_state_dict(rewind, strict=False)
+                if missing or unexpected:
+                    raise ValueError(f"rewind_to does not match the model: missing {missing[:3]}, "
+                                     f"unexpected {unexpected[:3]}")
             apply_mask(current, mask)
-            train(current, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + r, device=device,
-                  progress=False, mask=mask, **train_kw)
+            if epochs > 0:
+                train(current, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + r, device=device,
+                      progress=False, mask=mask, **train_kw)
             row = {"round": r, "density": density_of(mask)}
             if test_data is not None:
                 ev = evaluate(current, test_data, device=device)
@@ -129,7 +177,7 @@ def iterative_prune(model: nn.Module, data: Any, density: float, *, rounds: int 
             rows.append(row)
             bar.update()
     assert mask is not None
-    return IterativePruned(current, mask, pd.DataFrame(rows))
+    return IterativePruned(current, mask, pd.DataFrame(rows), rewind)
 
 
 @dataclasses.dataclass
