@@ -3,6 +3,7 @@ the regime map.  Thin: all computation is :func:`workbench.pruning.regime_map`, 
 :mod:`workbench.pruning.figures`."""
 from __future__ import annotations
 
+import html
 from typing import Any, Dict, List
 
 import ipywidgets as ipw
@@ -40,6 +41,10 @@ class PruningPanel(Panel):
                  **kw: Any):
         self.data, self.test_data, self.store, self.executor = data, test_data, store, executor
         self.table = ipw.HTML(value="")
+        self.estimate_button = ipw.Button(description="Estimate cost", icon="clock-o")
+        self.estimate_label = ipw.HTML(value="")
+        self.estimate_button.on_click(lambda _b: self.estimate())
+        self.cost = None
         super().__init__(**kw)
         self.widgets["knob"].observe(self._knob_changed, names="value")
 
@@ -62,15 +67,30 @@ class PruningPanel(Panel):
 
     def layout_body(self) -> list:
         f = self.figures
-        return [f["regime"], ipw.HBox([f["test_error"], f["mc"], f["cka"]],
+        return [ipw.HBox([self.estimate_button, self.estimate_label]), f["regime"], ipw.HBox([f["test_error"], f["mc"], f["cka"]],
                                       layout=ipw.Layout(flex_flow="row wrap")), self.table]
 
-    def compute(self, progress, *, model, knob, values, densities, scope, seeds, retrain_epochs, lr, points):
-        return regime_map(model, self.data, self.test_data, knob=knob,
-                          values=parse_list(values, "knob values", _number),
-                          densities=parse_list(densities, "densities"), scope=scope,
-                          seeds=list(range(int(seeds))), retrain_epochs=retrain_epochs, lr=lr, points=points,
-                          store=self.store, executor=self.executor, threads=1, progress=progress)
+    def _arguments(self, *, model, knob, values, densities, scope, seeds, retrain_epochs, lr, points) -> dict:
+        return dict(model=model, data=self.data, test_data=self.test_data, knob=knob,
+                    values=parse_list(values, "knob values", _number),
+                    densities=parse_list(densities, "densities"), scope=scope,
+                    seeds=list(range(int(seeds))), retrain_epochs=retrain_epochs, lr=lr, points=points,
+                    store=self.store, executor=self.executor, threads=1)
+
+    def compute(self, progress, **values):
+        return regime_map(**self._arguments(**values), progress=progress)
+
+    def estimate(self) -> None:
+        """Time one cell and show what the grid of the current controls will cost (stored cells are free)."""
+        self.error_area.value = ""
+        self.estimate_label.value = "estimating..."
+        try:
+            self.cost = regime_map(**self._arguments(**self.values), estimate=True, progress=False)
+        except Exception as exc:  # shown to the user, not lost
+            self.estimate_label.value = ""
+            self.show_error(exc)
+            return
+        self.estimate_label.value = f"before running: {html.escape(str(self.cost))}"
 
     def draw(self, result) -> None:
         copy_figure(figures.regime_figure(result), self.figures["regime"])

@@ -45,3 +45,20 @@ def test_panel_knob_defaults_and_bad_input(small):
     p.widgets["densities"].value = "0.1, 2"
     p.run()
     assert isinstance(p.error, ValueError) and "densities" in p.error_area.value
+
+
+def test_panel_estimates_before_running(small):
+    before = torch.get_num_threads()
+    p = PruningPanel(data=small[0], test_data=small[1], values="1, 2", densities="0.1, 0.3, 0.5",
+                     retrain_epochs=1, points=5, background=False)
+    try:
+        p.estimate_button.click()
+    finally:
+        torch.set_num_threads(before)
+    assert p.cost is not None and (p.cost.cells, p.cost.todo) == (6, 6)
+    assert p.cost.estimated_seconds == pytest.approx(6 * p.cost.seconds_per_cell + p.cost.setup_seconds)
+    assert "before running: 6 of 6 cells to run" in p.estimate_label.value
+    assert p.result is None  # nothing was run
+    p.widgets["densities"].value = "0.1, 2"
+    p.estimate_button.click()
+    assert "densities" in p.error_area.value
