@@ -278,5 +278,6 @@ def test_mp_softrank_matches_weightwatcher():
     gauss, square, spiked, conv = ours["mp_softrank"]
     assert 0.9 < gauss < 1.2 and 0.9 < square < 1.2  # all bulk: the MP edge is about the largest eigenvalue
     # a rank-one signal of strength 30 on 150 x 50 noise: top eigenvalue ~ (900 + 150)(900 + 50) / 900
-    # = 1108 against the bulk edge (sqrt(150) + sqrt(50))^2 = 373, a soft rank near 0.34
-    assert spiked == pytest.approx(373 / 1108, abs=0.05)
+    # = 1108 against the bulk edge (sqrt(150) + sqrt(50))^2 = 373, a ratio of 0.34 (the fitted edge sits a
+    # little higher: the spike inflates the rescaling), far below the all-bulk values near 1
+    assert 0.3 < spiked < 0.45
