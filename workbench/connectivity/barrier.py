@@ -30,6 +30,7 @@ import torch.nn as nn
 from ..backend import DeviceLike, resolve_device
 from ..data import Dataset, as_dataset
 from ..models import evaluate
+from ..paramspace import reset_bn
 from ..progress import Progress, ProgressLike
 from ..results import Result
 
@@ -99,59 +100,6 @@ def interpolate_state(state_a: Dict[str, torch.Tensor], state_b: Dict[str, torch
         else:
             out[k] = va.clone()
     return out
-
-
-@torch.no_grad()
-def reset_bn(model: nn.Module, data: Any, *, batch_size: int = 512, device: DeviceLike = "auto") -> nn.Module:
-    """Recompute every BatchNorm's running statistics on ``data`` (in place; returns ``model``).
-
-    One pass over ``data`` in training mode (each BatchNorm normalises with its batch's statistics, as in
-    training; everything else, dropout included, in eval mode).  Each layer's running mean and unbiased
-    variance are then set to the pooled statistics of *all* the inputs it saw (sums over every batch,
-    weighted per sample), not to an average of per-batch variances.  A BatchNorm whose input does not
-    depend on another BatchNorm (the first one) gets the exact statistics of the whole data set for any
-    ``batch_size``; with one batch covering the data every layer is exact.  This is the one estimator used
-    along interpolation paths here and by :func:`workbench.paramspace.reset_bn_buffers` (landscape maps).
-    BatchNorms that do not track running statistics are left as they are.
-    """
-    bns = [m for m in model.modules()
-           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
-    if not bns:
-        return model
-    ds = as_dataset(data, "train_data")
-    dev = resolve_device(device)
-    model.to(dev).eval()
-    sums: Dict[int, List[Any]] = {}
-    hooks = []
-    for m in bns:
-        def hook(mod, args, key=id(m)):
-            x = args[0]
-            u = x.movedim(1, -1).reshape(-1, x.shape[1]).double()
-            s = sums.setdefault(key, [0.0, 0.0, 0])
-            s[0] = s[0] + u.sum(0)
-            s[1] = s[1] + (u * u).sum(0)
-            s[2] += u.shape[0]
-        hooks.append(m.register_forward_pre_hook(hook))
-        m.train()
-    try:
-        for xb, _ in ds.batches(batch_size, device=dev):
-            model(xb)
-    finally:
-        for h in hooks:
-            h.remove()
-        for m in bns:
-            m.eval()
-    for m in bns:
-        if id(m) not in sums:  # a BatchNorm the forward pass never reached
-            continue
-        s1, s2, n = sums[id(m)]
-        mean = s1 / n
-        var = (s2 / n - mean ** 2).clamp_min(0) * (n / max(n - 1, 1))
-        m.running_mean.copy_(mean.to(m.running_mean.dtype))
-        m.running_var.copy_(var.to(m.running_var.dtype))
-        if m.num_batches_tracked is not None:
-            m.num_batches_tracked.fill_(1)
-    return model
 
 
 @torch.no_grad()
