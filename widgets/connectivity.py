@@ -28,6 +28,10 @@ class ConnectivityPanel(Panel):
 
     def __init__(self, *, model_a: Optional[nn.Module] = None, model_b: Optional[nn.Module] = None,
                  data: Any = None, train_data: Any = None, background: bool = True, **control_values: Any):
+        for name, m in (("model_a", model_a), ("model_b", model_b)):
+            if m is not None and not isinstance(m, nn.Module):
+                raise TypeError(f"{name} must be a torch.nn.Module, got {type(m).__name__}; for a built-in "
+                                "architecture pass arch='mlp' | 'cnn' | 'resnet' instead")
         self.given = (model_a, model_b)
         self.given_data = (data, train_data)
         self.table = ipw.HTML(value="")

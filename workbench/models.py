@@ -198,10 +198,6 @@ def evaluate(model: nn.Module, data: Any, *, loss_fn: Optional[Callable] = None,
     return {"loss": total_loss / n, "accuracy": correct / n}
 
 
-def _accepts_reduction(fn: Callable) -> bool:
-    return fn in (F.cross_entropy, F.mse_loss, F.nll_loss, F.binary_cross_entropy_with_logits)
-
-
 def train(model: nn.Module, data: Any, *, epochs: float = 20, lr: float = 0.05, batch_size: int = 64,
           optimizer: str = "sgd", momentum: float = 0.9, weight_decay: float = 0.0,
           loss_fn: Optional[Callable] = None, seed: int = 0, device: DeviceLike = "auto",

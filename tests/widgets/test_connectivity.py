@@ -77,3 +77,11 @@ def test_panel_clears_layer_chart_when_layerwise_is_off():
     assert len(p.result.layerwise) == 0
     assert len(p.figures["layers"].data) == 0
     assert "not computed" in p.figures["layers"].layout.title.text
+
+
+def test_panel_rejects_a_name_for_a_model():
+    a = models.build("mlp", seed=0, hidden=(8,))
+    with pytest.raises(TypeError, match="model_b must be a torch.nn.Module.*arch="):
+        ConnectivityPanel(model_a=a, model_b="mlp", background=False)
+    with pytest.raises(ValueError, match="pass both model_a= and model_b="):
+        ConnectivityPanel(model_a=a, background=False)
