@@ -281,3 +281,54 @@ def test_mp_softrank_matches_weightwatcher():
     # = 1108 against the bulk edge (sqrt(150) + sqrt(50))^2 = 373, a ratio of 0.34 (the fitted edge sits a
     # little higher: the spike inflates the rescaling), far below the all-bulk values near 1
     assert 0.3 < spiked < 0.45
+
+
+def test_every_parameter_is_analysed_or_listed():
+    from torch.nn.utils import parametrizations
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Parameter(torch.randn(16, 8))  # a loose matrix
+            self.wn = parametrizations.weight_norm(nn.Linear(8, 16))
+            self.sn = parametrizations.spectral_norm(nn.Linear(16, 16))
+            self.mha = nn.MultiheadAttention(8, 2, kdim=6, vdim=5)  # separate q/k/v projections
+            self.cube = nn.Parameter(torch.randn(2, 3, 4))
+            self.temp = nn.Parameter(torch.tensor(1.0))
+            self.head = nn.Linear(8, 16, bias=False)
+            self.head.weight = self.proj  # tied
+
+    net = Net()
+    u_before = net.sn.parametrizations.weight[0]._u.clone()
+    res = spectra.analyze(net, progress=False, bootstrap=0, device="cpu")
+    assert res.names == ["proj", "wn.weight", "sn.weight", "mha.q_proj_weight", "mha.k_proj_weight",
+                         "mha.v_proj_weight", "mha.out_proj.weight"]
+    torch.testing.assert_close(net.sn.parametrizations.weight[0]._u, u_before)  # no power step taken
+    assert net.sn.training
+    # parametrised layers: the ESD is that of the effective weight (read in eval mode: no power step)
+    net.eval()
+    for name, mod in [("wn.weight", net.wn), ("sn.weight", net.sn)]:
+        expected = np.linalg.svd(mod.weight.detach().double().numpy(), compute_uv=False) ** 2
+        np.testing.assert_allclose(res.esd(name), np.sort(expected), rtol=1e-6)
+    assert res.to_frame().set_index("name").loc["sn.weight", "lambda_max"] == pytest.approx(1.0, rel=1e-2)
+    reasons = {s["name"]: s["reason"] for s in res.skipped}
+    named = dict(net.named_parameters(remove_duplicate=False))
+    assert set(reasons) | set(res.names) >= set(named) - {"wn.weight", "sn.weight"}
+    assert "analysed as the effective weight" in reasons["wn.parametrizations.weight.original0"]
+    assert "analysed as the effective weight" in reasons["sn.parametrizations.weight.original"]
+    assert "bias" in reasons["wn.bias"] and "bias" in reasons["mha.in_proj_bias"]
+    assert "3-D" in reasons["cube"] and "scalar" in reasons["temp"]
+    assert reasons["head.weight"] == "shared with 'proj' (analysed there)"
+
+
+def test_hook_based_weight_norm_uses_the_current_weight():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lin = torch.nn.utils.weight_norm(nn.Linear(12, 20).double())
+    with torch.no_grad():
+        lin.weight_g.mul_(3.0)  # the stored .weight is stale until the next forward
+    res = spectra.analyze(nn.Sequential(lin), progress=False, bootstrap=0, device="cpu")
+    assert res.names == ["0.weight"]
+    w = lin.weight_v.detach() * (lin.weight_g.detach() / lin.weight_v.detach().norm(dim=1, keepdim=True))
+    np.testing.assert_allclose(res.esd(0), np.sort(np.linalg.svd(w.numpy(), compute_uv=False) ** 2), rtol=1e-10)
+    assert {s["name"] for s in res.skipped} == {"0.weight_g", "0.weight_v", "0.bias"}

@@ -9,8 +9,14 @@ one empirical spectral density, and a scale applied to every slice.  The rules (
 * ``nn.Conv2d`` ``(out, in, kh, kw)``: the ``kh*kw`` slices ``out x in`` pooled, each scaled by
   ``sqrt(1/2)`` (weightwatcher's default conv normalisation).  ``nn.Conv1d`` ``(out, in, k)``: the ``k``
   slices, the same way.
-* ``nn.MultiheadAttention`` with a packed ``in_proj_weight``: three matrices ``q``, ``k``, ``v``.
-* Norm layers, biases, 3-D convolutions and anything else: listed in ``skipped`` with the reason.
+* ``nn.MultiheadAttention``: three matrices ``q``, ``k``, ``v`` (rows of a packed ``in_proj_weight``, or the
+  separate ``q_proj_weight`` / ``k_proj_weight`` / ``v_proj_weight``).
+* Parametrised weights (``torch.nn.utils.parametrizations.weight_norm`` / ``spectral_norm``, or the older
+  hook-based ones): the effective ``.weight``; the factors behind it are listed in ``skipped`` as such.
+* Every other parameter: a 2-D floating-point one (a loose ``nn.Parameter``, an RNN's ``weight_ih_l0``, ...)
+  is a dense matrix; the rest (biases, norm scales, higher-dimensional tensors outside convolution modules,
+  3-D convolutions, grouped convolutions, parameters shared with one already reported) are listed in
+  ``skipped`` with the reason.  Nothing is dropped silently.
 
 A plain state dict (name -> tensor) is accepted too: 2-D tensors are matrices, 3-/4-D tensors convolution
 kernels, 1-D tensors skipped.
@@ -23,6 +29,9 @@ from typing import Dict, Iterator, List, Mapping, Tuple
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.spectral_norm import SpectralNorm as _SpectralNorm
+from torch.nn.utils.weight_norm import WeightNorm as _WeightNorm
 
 CONV_SCALE = math.sqrt(0.5)
 
@@ -37,6 +46,7 @@ class WeightMatrix:
     scale: float = 1.0
     param: str = "weight"  # attribute path within the module ("" for state-dict entries)
     part: slice | None = None  # row range of a packed parameter (attention in_proj)
+    path: str = ""  # the owning module's path in the model ("" for the root or a state-dict entry)
 
     @property
     def N(self) -> int:
@@ -98,62 +108,154 @@ def iter_matrices(model, *, embeddings: bool = True) -> Tuple[List[WeightMatrix]
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module or a state dict (name -> tensor), got {type(model).__name__}")
 
+    seen: Dict[int, str] = {}  # id(parameter) -> the name it was first reported under
+
+    def claim(p: torch.Tensor, name: str) -> str:
+        """'' if ``p`` is new (and mark it), else the name it was first reported under."""
+        first = seen.get(id(p))
+        if first is None:
+            seen[id(p)] = name
+            return ""
+        return first
+
     for mname, mod in model.named_modules():
         cls = type(mod).__name__
-        label = mname or "(root)"
+        prefix = f"{mname}." if mname else ""
+        own = dict(mod.named_parameters(recurse=False))
+        handled = set()  # names in ``own`` accounted for by the module-specific rules below
+
         if isinstance(mod, nn.MultiheadAttention):
             if getattr(mod, "in_proj_weight", None) is not None:
                 w = mod.in_proj_weight.detach()
                 e = w.shape[0] // 3
+                claim(mod.in_proj_weight, prefix + "in_proj_weight")
                 for i, part in enumerate("qkv"):
                     rows = slice(i * e, (i + 1) * e)
-                    found.append(WeightMatrix(f"{mname}.in_proj_weight[{part}]", "attention", cls,
+                    found.append(WeightMatrix(f"{prefix}in_proj_weight[{part}]", "attention", cls,
                                               (e, w.shape[1]), _orient(w[rows][None]), 1.0,
-                                              "in_proj_weight", rows))
+                                              "in_proj_weight", rows, mname))
+                handled.add("in_proj_weight")
             else:
                 for part in "qkv":
                     p = getattr(mod, f"{part}_proj_weight")
-                    found.append(WeightMatrix(f"{mname}.{part}_proj_weight", "attention", cls, tuple(p.shape),
-                                              _orient(p.detach()[None]), 1.0, f"{part}_proj_weight"))
-            continue
-        weight = mod._parameters.get("weight") if hasattr(mod, "_parameters") else None
-        if weight is None:
-            continue
-        name = f"{mname}.weight" if mname else "weight"
-        if isinstance(mod, nn.Embedding):
-            if not embeddings:
-                skipped.append({"name": name, "reason": "embedding (embeddings=False)"})
-                continue
-            found.append(WeightMatrix(name, "embedding", cls, tuple(weight.shape), _orient(weight.detach()[None])))
-            continue
-        if isinstance(mod, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)) or "Norm" in cls:
-            skipped.append({"name": name, "reason": f"norm layer ({cls}): 1-D scale, no matrix"})
-            continue
-        if isinstance(mod, nn.Conv3d) or weight.dim() > 4:
-            skipped.append({"name": name, "reason": f"{cls} with a {weight.dim()}-D kernel is not supported"})
-            continue
-        if isinstance(mod, nn.modules.conv._ConvNd) and mod.groups != 1:
-            skipped.append({"name": name, "reason": f"grouped convolution (groups={mod.groups}) is not supported"})
-            continue
-        w = weight.detach()
-        if cls == "Conv1D" and w.dim() == 2:  # transformers' GPT-2 style layer: weight is (in, out)
-            w = w.t()
-        entry, why = _from_tensor(name, w, cls)
-        if entry is None:
-            skipped.append({"name": name, "reason": f"{cls}: {why}"})
+                    claim(p, f"{prefix}{part}_proj_weight")
+                    found.append(WeightMatrix(f"{prefix}{part}_proj_weight", "attention", cls, tuple(p.shape),
+                                              _orient(p.detach()[None]), 1.0, f"{part}_proj_weight", None, mname))
+                    handled.add(f"{part}_proj_weight")
         else:
-            found.append(entry)
+            weight, how = _module_weight(mod)
+            if weight is not None:
+                handled.update(how)
+                name = prefix + "weight"
+                if how and how != ("weight",):
+                    for pname in how:
+                        claim(mod.get_parameter(pname), prefix + pname)
+                        skipped.append({"name": prefix + pname,
+                                        "reason": f"factor of the parametrised {name!r}, analysed as the "
+                                                  "effective weight"})
+                first = claim(weight, name) if how == ("weight",) else ""
+                if first:
+                    skipped.append({"name": name, "reason": f"shared with {first!r} (analysed there)"})
+                else:
+                    entry, why = _module_matrix(mod, name, weight.detach(), embeddings)
+                    if entry is None:
+                        skipped.append({"name": name, "reason": why})
+                    else:
+                        entry.path = mname
+                        found.append(entry)
+
+        # every other parameter registered directly on this module: loose matrices, biases, scales, ...
+        for pname, p in own.items():
+            if pname in handled:
+                continue
+            name = prefix + pname
+            first = claim(p, name)
+            if first == name:  # already listed (a parametrisation factor, reported with its weight)
+                continue
+            if first:
+                skipped.append({"name": name, "reason": f"shared with {first!r} (analysed there)"})
+                continue
+            if p.dim() == 2 and p.is_floating_point():
+                found.append(WeightMatrix(name, "dense", cls, tuple(p.shape), _orient(p.detach()[None]), 1.0,
+                                          pname, None, mname))
+            elif p.dim() == 0:
+                skipped.append({"name": name, "reason": f"scalar parameter of {cls}"})
+            elif p.dim() == 1:
+                what = "bias" if "bias" in pname else "scale/shift" if "Norm" in cls else "vector"
+                skipped.append({"name": name, "reason": f"1-D {what} of {cls}: no matrix"})
+            elif not p.is_floating_point():
+                skipped.append({"name": name, "reason": f"non-float parameter ({p.dtype})"})
+            else:
+                skipped.append({"name": name, "reason": f"{p.dim()}-D parameter of {cls} that is not a "
+                                                        "convolution kernel: no weight matrix"})
     return found, skipped
 
 
+def _module_weight(mod: nn.Module):
+    """``(effective weight, names of the parameters behind it)`` of a module, or ``(None, ())``.
+
+    Plain ``weight`` parameters, ``torch.nn.utils.parametrize`` parametrisations (e.g.
+    ``parametrizations.weight_norm`` / ``spectral_norm``: the effective ``.weight`` is analysed), and the
+    older hook-based ``weight_norm`` / ``spectral_norm`` (recomputed from their parameters).
+    """
+    if "weight" in mod._parameters and mod._parameters["weight"] is not None:
+        return mod._parameters["weight"], ("weight",)
+    if parametrize.is_parametrized(mod, "weight"):
+        plist = mod.parametrizations["weight"]
+        modes = [(m, m.training) for m in plist.modules()]
+        plist.eval()  # e.g. spectral_norm would otherwise run (and store) a power iteration
+        try:
+            with torch.no_grad():
+                w = mod.weight
+        finally:
+            for m, training in modes:
+                m.train(training)
+        names = tuple(f"parametrizations.weight.{n}" for n, _ in
+                      mod.parametrizations["weight"].named_parameters(recurse=False))
+        return w, names
+    for hook in mod._forward_pre_hooks.values():
+        if getattr(hook, "name", None) != "weight":
+            continue
+        with torch.no_grad():
+            if isinstance(hook, _WeightNorm):
+                return hook.compute_weight(mod), ("weight_g", "weight_v")
+            if isinstance(hook, _SpectralNorm):
+                return hook.compute_weight(mod, do_power_iteration=False), ("weight_orig",)
+    return None, ()
+
+
+def _module_matrix(mod: nn.Module, name: str, weight: torch.Tensor, embeddings: bool):
+    """The :class:`WeightMatrix` of a module's (effective) ``weight``, or ``(None, reason)``."""
+    cls = type(mod).__name__
+    if parametrize.is_parametrized(mod):  # torch names the class ParametrizedLinear, ParametrizedConv1D, ...
+        cls = cls.replace("Parametrized", "", 1)
+    if isinstance(mod, nn.Embedding):
+        if not embeddings:
+            return None, "embedding (embeddings=False)"
+        return WeightMatrix(name, "embedding", cls, tuple(weight.shape), _orient(weight[None])), ""
+    if isinstance(mod, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)) or "Norm" in cls:
+        if weight.dim() <= 1:
+            return None, f"norm layer ({cls}): 1-D scale, no matrix"
+    if not weight.is_floating_point():
+        return None, f"non-float weight ({weight.dtype})"
+    if weight.dim() > 2:
+        if not isinstance(mod, nn.modules.conv._ConvNd):
+            return None, f"{weight.dim()}-D weight of {cls}, not a convolution module: no weight matrix"
+        if isinstance(mod, nn.Conv3d) or weight.dim() > 4:
+            return None, f"{cls} with a {weight.dim()}-D kernel is not supported"
+        if mod.groups != 1:
+            return None, f"grouped convolution (groups={mod.groups}) is not supported"
+    if cls == "Conv1D" and weight.dim() == 2:  # transformers' GPT-2 style layer: weight is (in, out)
+        weight = weight.t()
+    entry, why = _from_tensor(name, weight, cls)
+    return (entry, "") if entry is not None else (None, f"{cls}: {why}")
+
+
 def get_parameter(model: nn.Module, entry: WeightMatrix) -> torch.Tensor:
-    """The parameter tensor behind ``entry`` in ``model``."""
+    """The tensor behind ``entry`` in ``model`` (the effective weight for a parametrised one)."""
     if entry.param == "":
         raise TypeError("state-dict entries have no module")
-    modname = entry.name.rsplit(".", 1)[0] if "." in entry.name else ""
-    if entry.kind == "attention":
-        modname = entry.name.rsplit(".", 1)[0]
-    mod = model.get_submodule(modname) if modname and modname != entry.name else model
+    mod = model.get_submodule(entry.path) if entry.path else model
     return getattr(mod, entry.param)
 
 
