@@ -13,6 +13,7 @@ import ast
 import difflib
 import html
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -178,12 +179,29 @@ def to_html(executed: PathLike, target: PathLike, *, show_code: bool = False, ti
     return target
 
 
+class _PapermillInferenceFilter(logging.Filter):
+    """Drop papermill's parameter-inference warnings.  Parameters are validated here already (with
+    Python's own parser, so a ``# help`` comment holding ``=`` is fine), where papermill's line-based
+    guess would report valid parameters as unknown."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Passed unknown parameter:", "Unable to parse line"))
+
+
+def _quiet_papermill_inference() -> None:
+    for name in ("papermill", "papermill.translators"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _PapermillInferenceFilter) for f in logger.filters):
+            logger.addFilter(_PapermillInferenceFilter())
+
+
 def run_one(notebook: str, out: str, parameters: Dict[str, Any], small: bool = False, show_code: bool = False,
             kernel: str = "python3", notebooks_dir: Optional[str] = None) -> Dict[str, Any]:
     """Execute one notebook and convert it; returns a status record (never raises on a failing notebook)."""
     import papermill as pm
 
     path = notebooks(notebooks_dir)[notebook]
+    _quiet_papermill_inference()
     params = {**(ci_parameters(path) if small else {}), **parameters}
     validate(notebook, params, parameters_of(path))
     outdir = Path(out)
