@@ -477,3 +477,29 @@ def test_long_dense_training_is_poorly_connected_at_low_density():
     assert sparse < dense and sparse < -0.03
     assert regime.loc[100, 0.01] == "I" and regime.loc[100, 0.8] != "I"
     assert abs(dense) < 0.02
+
+
+def test_classifier_leaves_undefined_cells_unlabelled():
+    frame, truth = synthetic_grid(np.random.default_rng(0))
+    well = [i for i, r in enumerate(truth) if r != "I"]
+    bad = frame.copy()
+    bad.loc[0, "mc"] = np.nan          # no mc: no label at all
+    bad.loc[well[0], "cka"] = np.nan   # connected but CKA undefined (a copy collapsed)
+    out, th = pruning.classify_regimes(bad)
+    ref, ref_th = pruning.classify_regimes(frame.drop(index=[0, well[0]]))
+    assert out.loc[0, "regime"] == "n/a" and np.isnan(out.loc[0, "confidence"])
+    assert out.loc[well[0], "regime"] == "n/a" and np.isnan(out.loc[well[0], "confidence"])
+    keep = [i for i in range(len(frame)) if i not in (0, well[0])]
+    assert list(out.loc[keep, "regime"]) == [truth[i] for i in keep]
+    assert th["cka"] == pytest.approx(ref_th["cka"])
+
+
+def test_regime_figure_leaves_unlabelled_cells_blank():
+    frame, truth = synthetic_grid(np.random.default_rng(1))
+    frame.loc[5, "mc"] = np.nan
+    out, th = pruning.classify_regimes(frame)
+    res = pruning.RegimeMapResult(settings={"knob": "epochs"}, frame=out, thresholds=th)
+    z = np.asarray(figures.regime_figure(res).data[0].z, dtype=float)
+    codes = {"I": 0, "II-A": 1, "II-B": 2}
+    want = np.array([np.nan if i == 5 else codes[r] for i, r in enumerate(truth)]).reshape(4, 4)
+    np.testing.assert_array_equal(z, want)

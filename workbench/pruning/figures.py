@@ -67,7 +67,7 @@ def regime_figure(result: RegimeMapResult) -> go.Figure:
     labels = result.pivot("regime").to_numpy()
     conf = result.pivot("confidence").to_numpy(dtype=float)
     _, _, xl, yl = _axes(result)
-    code = np.vectorize(lambda r: REGIMES.index(r))(labels).astype(float)
+    code = np.vectorize(lambda r: REGIMES.index(r) if r in REGIMES else np.nan, otypes=[float])(labels)
     scale = []
     for k, r in enumerate(REGIMES):
         scale += [[k / 3, REGIME_COLORS[r]], [(k + 1) / 3, REGIME_COLORS[r]]]

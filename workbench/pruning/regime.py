@@ -44,6 +44,7 @@ from .retrain import finetune
 
 KNOBS = ("epochs", "batch_size", "lr")
 REGIMES = ("I", "II-A", "II-B")
+UNDETERMINED = "n/a"  # label of a cell whose metrics are undefined (NaN mc, or NaN CKA where connected)
 DEFAULT_DENSITIES = (0.05, 0.06, 0.07, 0.08, 0.1, 0.14, 0.2, 0.4, 0.8)
 
 
@@ -152,7 +153,7 @@ def classify_regimes(frame: pd.DataFrame, *, mc_sigmas: float = 2.0,
         if cka_threshold != "auto":
             raise ValueError(f"cka_threshold={cka_threshold!r}; pass 'auto' or a number in (0, 1)")
         t_cka, rule = cka_fallback, "fallback"
-        vals = cka[well]
+        vals = cka[well & np.isfinite(cka)]
         split = _otsu(vals) if vals.size >= 2 else None
         within = 0.0
         if split is not None:
@@ -166,8 +167,10 @@ def classify_regimes(frame: pd.DataFrame, *, mc_sigmas: float = 2.0,
         sigma_cka = max(cka_noise, float(min_noise))
     conf_cka = _phi(np.abs(cka - t_cka) / sigma_cka)
     regime = np.where(poor, "I", np.where(cka >= t_cka, "II-B", "II-A"))
-    out["regime"] = regime
-    out["confidence"] = np.where(poor, conf_mc, np.minimum(conf_mc, conf_cka))
+    # a cell whose mc, or (when well connected) whose CKA, is undefined (e.g. a diverged copy) gets no label
+    unknown = ~np.isfinite(mc) | (~poor & ~np.isfinite(cka))
+    out["regime"] = np.where(unknown, UNDETERMINED, regime)
+    out["confidence"] = np.where(unknown, np.nan, np.where(poor, conf_mc, np.minimum(conf_mc, conf_cka)))
     thresholds = dict(mc=t_mc, mc_noise=sigma_mc, noise_rule=noise, mc_sigmas=float(mc_sigmas), cka=t_cka, cka_noise=sigma_cka,
                       cka_rule=rule)
     return out, thresholds
@@ -241,7 +244,10 @@ def _cell_body(context, *, value, density, scope, seeds, retrain_epochs, lr, bat
         mcs.append(mc)
         if curve is None:
             curve = frame["error"].tolist()
-        ckas.append(output_cka(copies[a], copies[b], test_ds, device=device))
+        try:
+            ckas.append(output_cka(copies[a], copies[b], test_ds, device=device))
+        except ValueError:  # a copy collapsed to a constant output (diverged retraining): CKA undefined
+            ckas.append(float("nan"))
     ddof = 1 if len(seeds) > 1 else 0
     return dict(test_error=float(np.mean(test_err)), test_error_std=float(np.std(test_err, ddof=ddof)),
                 train_error=float(np.mean(train_err)), train_error_std=float(np.std(train_err, ddof=ddof)),
