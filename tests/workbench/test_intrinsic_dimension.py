@@ -76,6 +76,35 @@ def test_same_seed_same_projection(kind):
     assert not torch.allclose(a, c)
 
 
+def _saved_numels(fn):
+    """Sizes of the tensors autograd saves for the backward while ``fn`` runs."""
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sizes
+
+
+@pytest.mark.parametrize("d", [16, 4096])
+def test_fastfood_backward_saves_nothing_of_size_d_or_D(d):
+    D = 3000
+    p = I.FastfoodProjection(D, d, seed=0, device="cpu", dtype=torch.float64)
+    theta = torch.randn(d, dtype=torch.float64, requires_grad=True)
+    y, sizes = _saved_numels(lambda: p(theta))
+    assert sizes == []  # the backward recomputes P^T g from the O(L) pieces B, G, Pi
+    v = torch.randn(D, dtype=torch.float64)
+    y.backward(v)
+    assert torch.allclose(theta.grad, p.adjoint(v), atol=1e-10)
+    assert p.nbytes <= 4 * 8 * p.L  # B, G, perm and its inverse: O(L), whatever d is
+    # the counter does see what plain autograd through the same transform would keep
+    _, plain = _saved_numels(lambda: p._apply(theta))
+    assert sum(plain) >= p.L
+
+
 def test_dense_regenerated_equals_stored_and_sparse_density():
     stored = I.DenseProjection(1000, 25, seed=2, device="cpu", dtype=torch.float64, chunk_rows=300)
     regen = I.DenseProjection(1000, 25, seed=2, device="cpu", dtype=torch.float64, chunk_rows=300, store=False)
@@ -231,6 +260,47 @@ def test_search_grid_and_full_baseline(tmp_path):
     assert res.settings["split"] == "train" and res.settings["theta0"] == "fresh init per seed"
     with pytest.raises(ValueError, match="baseline='best'"):
         I.search(_small_mlp, tr, baseline="best", cache=False, progress=False, device="cpu")
+
+
+def test_baseline_cache_key_resolves_train_defaults(tmp_path, monkeypatch):
+    import importlib
+    import inspect
+
+    search_mod = importlib.import_module("workbench.intrinsic_dimension.search")
+
+    train_defaults = {k: v.default for k, v in inspect.signature(models.train).parameters.items()}
+    key = lambda kw: search_mod.TrialCache.key(search_mod.resolved_settings(models.train, kw, "baseline_kwargs"))
+    resolved = search_mod.resolved_settings(models.train, {}, "baseline_kwargs")
+    assert resolved["epochs"] == train_defaults["epochs"] and resolved["lr"] == train_defaults["lr"]
+    assert resolved["optimizer"] == train_defaults["optimizer"] and "device" not in resolved
+    # passing a default explicitly is the same trial; any other value is another
+    assert key({}) == key({"lr": train_defaults["lr"]})
+    assert key({}) != key({"lr": train_defaults["lr"] * 2}) != key({"momentum": 0.5})
+    with pytest.raises(ValueError, match="baseline_kwargs has \\['lrate'\\]"):
+        search_mod.resolved_settings(models.train, {"lrate": 0.1}, "baseline_kwargs")
+    with pytest.raises(ValueError, match="baseline_kwargs sets \\['device'\\]"):
+        search_mod.resolved_settings(models.train, {"device": "cpu"}, "baseline_kwargs")
+
+    # end to end: a changed default of models.train reruns the baseline instead of reusing it
+    tr = _tiny()
+    kw = dict(method="grid", dims=[50], seeds=[0], epochs=1, batch_size=100, grid_points=2, rounds=0,
+              baseline="full", baseline_kwargs=dict(batch_size=200), cache_dir=tmp_path, device="cpu", progress=False, bootstrap=0)
+    first = I.search(_small_mlp, tr, **kw)
+    assert not first.baseline_trials["cached"].any() and first.settings["baseline_settings"]["epochs"] == train_defaults["epochs"]
+    assert I.search(_small_mlp, tr, **kw).baseline_trials["cached"].all()
+    real_train = search_mod.train
+
+    def train_with_other_default(model, data, *, epochs=2, **rest):  # models.train with another default
+        return real_train(model, data, epochs=epochs, **rest)
+
+    train_with_other_default.__signature__ = inspect.signature(real_train).replace(parameters=[
+        p.replace(default=2) if p.name == "epochs" else p
+        for p in inspect.signature(real_train).parameters.values()])
+    monkeypatch.setattr(search_mod, "train", train_with_other_default)
+    changed = I.search(_small_mlp, tr, **kw)
+    assert not changed.baseline_trials["cached"].any() and changed.settings["baseline_settings"]["epochs"] == 2
+    assert changed.trials["cached"].all()  # the subspace trials do not depend on the baseline
+    assert changed.baseline != first.baseline
 
 
 def test_bootstrap_interval_closed_cases():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -104,6 +105,52 @@ def _model_for(model: Any, seed: int) -> nn.Module:
         return out
     raise TypeError(f"model must be an nn.Module, a reference name ('mlp', 'cnn', 'resnet') or a callable "
                     f"seed -> nn.Module; got {type(model).__name__}")
+
+
+# arguments of the training functions that the search sets itself (or that do not change the result)
+_SEARCH_OWNED = {"model", "data", "d", "seed", "device", "progress", "test_data", "return_model",
+                 "checkpoint_every", "checkpoint_dir", "eval_batch_size"}
+
+
+def _jsonable(value: Any) -> Any:
+    """A stable, process-independent form of a setting for the cache key."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, torch.Tensor):
+        h = hashlib.sha1()
+        _fingerprint_tensor(h, value)
+        return f"tensor:{h.hexdigest()[:16]}"
+    if callable(value):
+        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
+    return repr(value)
+
+
+def resolved_settings(fn: Callable, given: Dict[str, Any], argument: str) -> Dict[str, Any]:
+    """``given`` keyword arguments of ``fn`` plus the defaults of all the others it would use.
+
+    The cache key of a trial holds these, so a changed default of ``fn`` (for instance of
+    :func:`workbench.models.train`) never brings back a trial trained under the old one.  Arguments the
+    search sets itself (data, seed, device, progress, ...) are left out; passing one in ``given`` or an
+    argument ``fn`` does not take raises a ``ValueError`` naming ``argument``.
+    """
+    params = inspect.signature(fn).parameters
+    unknown = sorted(set(given) - set(params))
+    if unknown:
+        raise ValueError(f"{argument} has {unknown}, which {fn.__name__}() does not take; "
+                         f"use some of {sorted(set(params) - _SEARCH_OWNED)}")
+    owned = sorted(set(given) & _SEARCH_OWNED)
+    if owned:
+        raise ValueError(f"{argument} sets {owned}, which the search sets itself; pass them to search() "
+                         "instead (seeds=, device=) or leave them out")
+    out = {name: p.default for name, p in params.items()
+           if name not in _SEARCH_OWNED and p.default is not inspect.Parameter.empty
+           and p.kind is not inspect.Parameter.VAR_KEYWORD}
+    out.update(given)
+    return {k: _jsonable(v) for k, v in out.items()}
 
 
 class TrialCache:
@@ -212,6 +259,11 @@ def search(model: Any, data: Any, *, test_data: Any = None, method: str = "bisec
     model_fp = {s: _fingerprint_model(m) for s, m in models_by_seed.items()}
     train_settings = dict(epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size)
     full_settings = dict(baseline_kwargs or {})
+    # cache keys hold every setting a trial runs with, the functions' defaults resolved, and the device
+    sub_key = resolved_settings(subspace_train, dict(train_settings, projection=projection, said=said),
+                                "the subspace settings")
+    full_key = resolved_settings(train, full_settings, "baseline_kwargs") if baseline == "full" else None
+    dev_key = str(dev)
 
     if method == "bisection":
         steps = 2 + max(0, math.ceil(math.log2(max(1.0, math.log(max(d_max / d_min, 1.0 + 1e-9))
@@ -228,7 +280,8 @@ def search(model: Any, data: Any, *, test_data: Any = None, method: str = "bisec
         # ---- baseline -------------------------------------------------------------------
         if baseline == "full":
             for s in seed_list:
-                spec = dict(kind="full", seed=s, model=model_fp[s], data=data_fp, test=test_fp, settings=full_settings)
+                spec = dict(kind="full", seed=s, model=model_fp[s], data=data_fp, test=test_fp, settings=full_key,
+                            device=dev_key)
                 res = store.get(spec)
                 cached = res is not None
                 if res is None:
@@ -256,7 +309,7 @@ def search(model: Any, data: Any, *, test_data: Any = None, method: str = "bisec
             row_accs = []
             for s in seed_list:
                 spec = dict(kind="subspace", d=d, seed=s, projection=projection, said=said, model=model_fp[s],
-                            data=data_fp, test=test_fp, settings=train_settings)
+                            data=data_fp, test=test_fp, settings=sub_key, device=dev_key)
                 res = store.get(spec)
                 cached = res is not None
                 if res is None:
@@ -337,6 +390,7 @@ def search(model: Any, data: Any, *, test_data: Any = None, method: str = "bisec
                     split="test" if test is not None else "train", data=ds.name,
                     test_data=test.name if test is not None else None, device=str(dev), d_min=d_min, d_max=d_max,
                     tolerance=tolerance, bootstrap=bootstrap, seed=seed, baseline_kwargs=full_settings,
+                    baseline_settings=full_key,
                     model=model if isinstance(model, str) else type(models_by_seed[seed_list[0]]).__name__,
                     theta0="fixed module" if isinstance(model, nn.Module) else "fresh init per seed",
                     cache_dir=str(store.directory) if store.directory else None, **train_settings)
