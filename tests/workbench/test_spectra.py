@@ -332,3 +332,58 @@ def test_hook_based_weight_norm_uses_the_current_weight():
     w = lin.weight_v.detach() * (lin.weight_g.detach() / lin.weight_v.detach().norm(dim=1, keepdim=True))
     np.testing.assert_allclose(res.esd(0), np.sort(np.linalg.svd(w.numpy(), compute_uv=False) ** 2), rtol=1e-10)
     assert {s["name"] for s in res.skipped} == {"0.weight_g", "0.weight_v", "0.bias"}
+
+
+def _rank(w: torch.Tensor) -> int:
+    return int(torch.linalg.matrix_rank(w.detach().float()))  # float32 tolerance: the weights are float32
+
+
+def test_compress_attention_root_linear_and_parametrised_weights():
+    from torch.nn.utils import parametrizations
+
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, kdim=6, vdim=5)  # separate q/k/v projections
+    packed = nn.MultiheadAttention(8, 2)
+    model = nn.ModuleDict({"mha": mha, "packed": packed, "wn": parametrizations.weight_norm(nn.Linear(40, 30))})
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    plan = {"mha.q_proj_weight": 2, "mha.k_proj_weight": 3, "packed.in_proj_weight[k]": 1, "wn.weight": 4}
+    out, rep = spectra.compress(model, plan, device="cpu")
+    assert out is not model
+    for k, v in model.state_dict().items():  # the caller's model is untouched
+        torch.testing.assert_close(v, state[k], rtol=0, atol=0)
+    assert _rank(out["mha"].q_proj_weight) == 2 and _rank(out["mha"].k_proj_weight) == 3
+    torch.testing.assert_close(out["mha"].v_proj_weight, mha.v_proj_weight)
+    w = out["packed"].in_proj_weight
+    assert _rank(w[8:16]) == 1
+    torch.testing.assert_close(w[:8], packed.in_proj_weight[:8])
+    torch.testing.assert_close(w[16:], packed.in_proj_weight[16:])
+    assert isinstance(out["wn"], spectra.LowRankLinear) and out["wn"].rank == 4
+    assert rep.to_frame()["how"].tolist() == ["reconstructed"] * 3 + ["factorised (parametrisation folded in)"]
+    # the factorised layer is the best rank-4 approximation of the effective weight
+    x = torch.randn(5, 40)
+    u, s, vh = torch.linalg.svd(model["wn"].weight.detach())
+    w4 = (u[:, :4] * s[:4]) @ vh[:4]
+    torch.testing.assert_close(out["wn"](x), x @ w4.T + model["wn"].bias.detach(), rtol=1e-4, atol=1e-5)
+
+    # a root nn.Linear: its matrix is called "weight" and the returned model is the factorised layer
+    root = nn.Linear(32, 64, bias=False).double()
+    with torch.no_grad():
+        root.weight.copy_(torch.as_tensor(_matrix([5.0, 3.0, 1.0] + [0.0] * 29, n=64)))
+    low, rep = spectra.compress(root, {"weight": 3}, device="cpu")
+    assert isinstance(low, spectra.LowRankLinear) and type(root) is nn.Linear
+    xx = torch.randn(4, 32, dtype=torch.float64)
+    torch.testing.assert_close(low(xx), root(xx))
+
+
+def test_compress_rejects_bad_ranks_naming_the_layer():
+    model = nn.ModuleDict({"attn": nn.MultiheadAttention(8, 2), "fc": nn.Linear(8, 4)})
+    before = model["fc"].weight.clone()
+    with pytest.raises(ValueError, match=r"rank for 'attn.in_proj_weight\[v\]' is 9: give 1 <= rank <= 8"):
+        spectra.compress(model, {"attn.in_proj_weight[v]": 9}, device="cpu")
+    with pytest.raises(ValueError, match=r"rank for 'fc.weight' is 0: give 1 <= rank <= 4"):
+        spectra.compress(model, {"attn.in_proj_weight[q]": 2, "fc.weight": 0}, device="cpu", inplace=True)
+    torch.testing.assert_close(model["fc"].weight, before)  # validated before anything changed
+    with pytest.raises(ValueError, match=r"rank for 'fc.weight' is 5"):
+        spectra.compress(model, {"fc.weight": 5}, device="cpu")
+    with pytest.raises(KeyError, match="no module 'nope'"):
+        spectra.compress(model, {"nope.weight": 1}, device="cpu")

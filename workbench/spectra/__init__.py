@@ -7,8 +7,8 @@ plans a rank reduction and ``compress(model, plan, data=...)`` applies it.  Figu
 from .analyze import COLUMNS, SpectraResult, analyze
 from .extract import WeightMatrix, iter_matrices
 from .powerlaw import PowerLawFit, bootstrap_alpha, fit_powerlaw
-from .welore import CompressionResult, WeLoreResult, compress, solve_tau, welore
+from .welore import CompressionResult, LowRankLinear, WeLoreResult, compress, solve_tau, welore
 
 __all__ = ["analyze", "SpectraResult", "COLUMNS", "fit_powerlaw", "bootstrap_alpha", "PowerLawFit",
            "iter_matrices", "WeightMatrix", "welore", "solve_tau", "WeLoreResult", "compress",
-           "CompressionResult"]
+           "CompressionResult", "LowRankLinear"]

@@ -146,18 +146,80 @@ class CompressionResult(Result):
         return {k: self.after[k] - self.before[k] for k in self.before if k in self.after}
 
 
+def _locate(model: nn.Module, name: str):
+    """``(module path, module, parameter name, packed rows or None)`` of a plan entry ``name``."""
+    rows = None
+    if name.endswith("]") and "[" in name:  # packed attention projection, e.g. "attn.in_proj_weight[q]"
+        head, part = name[:-1].rsplit("[", 1)
+        if part not in ("q", "k", "v"):
+            raise KeyError(f"plan names {name!r}: the part in brackets must be q, k or v")
+        rows = part
+        name = head
+    modname, _, pname = name.rpartition(".")
+    try:
+        mod = model.get_submodule(modname) if modname else model
+    except AttributeError:
+        raise KeyError(f"plan names {name!r}, but this model has no module {modname!r}") from None
+    if not isinstance(getattr(mod, pname, None), torch.Tensor):
+        raise KeyError(f"plan names {name!r}, but module {modname or '(root)'!r} ({type(mod).__name__}) "
+                       f"has no tensor {pname!r}")
+    if rows is not None:
+        e = getattr(mod, pname).shape[0] // 3
+        i = "qkv".index(rows)
+        rows = slice(i * e, (i + 1) * e)
+    return modname, mod, pname, rows
+
+
+def _matrix_of(mod: nn.Module, pname: str, rows) -> torch.Tensor:
+    w = getattr(mod, pname).detach()
+    if rows is not None:
+        w = w[rows]
+    if type(mod).__name__ == "Conv1D" and pname == "weight":
+        w = w.t()
+    return w
+
+
+def _unparametrise(mod: nn.Module) -> str:
+    """Fold a weight parametrisation (weight_norm / spectral_norm, either API) into a plain ``weight``."""
+    from torch.nn.utils import parametrize
+
+    if parametrize.is_parametrized(mod, "weight"):
+        # torch removes the property from the module's class, which a deep copy shares with the original:
+        # give this module a class of its own first so the caller's model keeps working
+        cls = mod.__class__
+        mod.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+        mod.parametrizations["weight"].eval()  # e.g. no spectral_norm power step while folding
+        parametrize.remove_parametrizations(mod, "weight", leave_parametrized=True)
+        return " (parametrisation folded in)"
+    for hook in list(mod._forward_pre_hooks.values()):
+        if getattr(hook, "name", None) == "weight" and type(hook).__name__ in ("WeightNorm", "SpectralNorm"):
+            remover = (torch.nn.utils.remove_weight_norm if type(hook).__name__ == "WeightNorm"
+                       else torch.nn.utils.remove_spectral_norm)
+            remover(mod, "weight")
+            return " (parametrisation folded in)"
+    return ""
+
+
 def compress(model: nn.Module, plan, *, only: str = "lrc", data: Any = None, loss_fn: Optional[Callable] = None,
              device: DeviceLike = "auto", inplace: bool = False):
     """Replace matrices by truncated SVD factors; returns ``(compressed_model, CompressionResult)``.
 
-    ``plan``: a :class:`WeLoreResult` or a dict name -> rank.  ``only="lrc"`` compresses the LRCs of the
-    plan (WeLore's recipe), ``"all"`` every matrix in it.  ``nn.Linear`` layers become
-    :class:`LowRankLinear` when that saves parameters; other matrices are replaced by their rank-``r``
-    reconstruction in place (same shape).  With ``data``, the loss and accuracy before and after are
-    measured on all of it.
+    ``plan``: a :class:`WeLoreResult` or a dict name -> rank, names as in the spectra table (``"fc.weight"``,
+    ``"attn.in_proj_weight[q]"``, ``"attn.q_proj_weight"``, a loose parameter's name, ``"weight"`` for a
+    root ``nn.Linear``).  Every rank must satisfy ``1 <= rank <= min(N, M)`` of its matrix; all are checked
+    before anything changes.  ``only="lrc"`` compresses the LRCs of the plan (WeLore's recipe), ``"all"``
+    every matrix in it.  ``nn.Linear`` layers become :class:`LowRankLinear` when that saves parameters
+    (a root ``nn.Linear`` is then replaced as a whole); other matrices are replaced by their rank-``r``
+    reconstruction (same shape); a weight_norm / spectral_norm parametrisation is folded into the weight.
+
+    The caller's ``model`` is neither changed nor moved: the result is a new model (unless ``inplace=True``,
+    which edits ``model`` itself; use the returned model, which differs for a root ``nn.Linear``).  With
+    ``data``, the loss and accuracy before and after are measured on all of it, on copies on ``device``.
     """
     from ..models import evaluate  # local import: models pulls in the training loop
 
+    if only not in ("lrc", "all"):
+        raise ValueError(f"only={only!r}: use 'lrc' or 'all'")
     if isinstance(plan, WeLoreResult):
         table = plan.table
         chosen = table if only == "all" else table[table["lrc"]]
@@ -166,50 +228,52 @@ def compress(model: nn.Module, plan, *, only: str = "lrc", data: Any = None, los
         ranks = {k: int(v) for k, v in plan.items()}
     else:
         raise TypeError("plan: pass a WeLoreResult (from welore()) or a dict of layer name -> rank")
-    if only not in ("lrc", "all"):
-        raise ValueError(f"only={only!r}: use 'lrc' or 'all'")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     dev = resolve_device(device)
     target = model if inplace else copy.deepcopy(model)
-    before = evaluate(model, data, loss_fn=loss_fn, device=dev) if data is not None else {}
-    n_before = sum(p.numel() for p in target.parameters())
-    rows = []
+
+    # resolve and validate every entry before changing anything
+    actions = []
     for name, rank in ranks.items():
-        if "[" in name:  # packed attention projection: reconstruct the rows in place
-            modname, rest = name.rsplit(".", 1)
-            pname, part = rest[:-1].split("[")
-            mod = target.get_submodule(modname)
-            w = getattr(mod, pname)
-            e = w.shape[0] // 3
-            rows_ = slice("qkv".index(part) * e, ("qkv".index(part) + 1) * e)
-            with torch.no_grad():
-                w[rows_] = _truncate(w[rows_], rank)
-            rows.append({"name": name, "rank": rank, "how": "reconstructed"})
+        modname, mod, pname, rows = _locate(target, name)
+        w = _matrix_of(mod, pname, rows)
+        if w.dim() != 2:
+            raise ValueError(f"{name!r} is a {w.dim()}-D tensor; WeLore compresses 2-D matrices only")
+        limit = min(w.shape)
+        if not 1 <= rank <= limit:
+            raise ValueError(f"rank for {name!r} is {rank}: give 1 <= rank <= {limit} "
+                             f"(the smaller side of its {w.shape[0]}x{w.shape[1]} matrix)")
+        actions.append((name, rank, modname, mod, pname, rows))
+
+    before = evaluate(copy.deepcopy(model), data, loss_fn=loss_fn, device=dev) if data is not None else {}
+    n_before = sum(p.numel() for p in target.parameters())
+    rows_out = []
+    for name, rank, modname, mod, pname, rows in actions:
+        note = _unparametrise(mod) if pname == "weight" else ""
+        if rows is None and pname == "weight" and type(mod) is nn.Linear \
+                and rank * (mod.in_features + mod.out_features) < mod.in_features * mod.out_features:
+            low = LowRankLinear(mod, rank)
+            if modname:
+                parent_name, _, child = modname.rpartition(".")
+                parent = target.get_submodule(parent_name) if parent_name else target
+                setattr(parent, child, low)
+            else:
+                target = low
+            rows_out.append({"name": name, "rank": rank, "how": "factorised" + note})
             continue
-        modname = name.rsplit(".", 1)[0] if "." in name else ""
-        try:
-            mod = target.get_submodule(modname)
-        except AttributeError:
-            raise KeyError(f"plan names {name!r}, which is not a module of this model") from None
-        if rank < 1:
-            raise ValueError(f"rank for {name!r} is {rank}; ranks must be >= 1")
-        if type(mod) is nn.Linear and rank * (mod.in_features + mod.out_features) < mod.in_features * mod.out_features:
-            parent_name, _, child = modname.rpartition(".")
-            parent = target.get_submodule(parent_name) if parent_name else target
-            setattr(parent, child, LowRankLinear(mod, rank))
-            rows.append({"name": name, "rank": rank, "how": "factorised"})
-        else:
-            w = mod.weight
-            with torch.no_grad():
-                if w.dim() == 2 and type(mod).__name__ == "Conv1D":
-                    w.copy_(_truncate(w.t(), rank).t())
-                elif w.dim() == 2:
-                    w.copy_(_truncate(w, rank))
-                else:
-                    raise ValueError(f"{name!r} is a {w.dim()}-D kernel; WeLore compresses 2-D matrices only")
-            rows.append({"name": name, "rank": rank, "how": "reconstructed"})
-    after = evaluate(target, data, loss_fn=loss_fn, device=dev) if data is not None else {}
+        w = getattr(mod, pname)
+        with torch.no_grad():
+            if rows is not None:
+                w[rows] = _truncate(w[rows], rank)
+            elif type(mod).__name__ == "Conv1D" and pname == "weight":
+                w.copy_(_truncate(w.t(), rank).t())
+            else:
+                w.copy_(_truncate(w, rank))
+        rows_out.append({"name": name, "rank": rank, "how": "reconstructed" + note})
+    after = evaluate(copy.deepcopy(target), data, loss_fn=loss_fn, device=dev) if data is not None else {}
     n_after = sum(p.numel() for p in target.parameters())
     res = CompressionResult(settings=dict(only=only, device=str(dev), num_matrices=len(ranks)),
-                            table=pd.DataFrame(rows, columns=["name", "rank", "how"]), before=before,
+                            table=pd.DataFrame(rows_out, columns=["name", "rank", "how"]), before=before,
                             after=after, params_before=int(n_before), params_after=int(n_after))
     return target, res
