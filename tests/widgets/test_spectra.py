@@ -8,8 +8,7 @@ def test_run_fills_table_and_figures():
     p = SpectraPanel(model="mlp", bootstrap=0, background=False)
     p.run()
     assert p.error is None, p.error_area.value
-    assert list(p.widgets["layer"].options) == ["net.0.weight", "net.2.weight", "net.4.weight"] \
-        or len(p.widgets["layer"].options) == len(p.result.names)
+    assert list(p.widgets["layer"].options) == ["layers.0.weight", "layers.1.weight", "head.weight"]
     assert "alpha" in p.table.value
     assert len(p.figures["esd"].data) == 2
     assert list(p.figures["alpha"].data[0].y) == list(p.result.to_frame()["alpha"])
