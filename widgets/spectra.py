@@ -1,6 +1,7 @@
 """Spectra panel: layer table, ESD with the fitted tail, alpha per layer, and a WeLore tau slider."""
 from __future__ import annotations
 
+import html
 from typing import Any, Dict, Optional
 
 import ipywidgets as ipw
@@ -21,6 +22,14 @@ def _load_builtin(name: str) -> nn.Module:
     return models.minilm() if name == "minilm" else models.reference_model(name)
 
 
+def _skipped_html(skipped) -> str:
+    if not skipped:
+        return ""
+    items = "".join(f"<li><code>{html.escape(s['name'])}</code>: {html.escape(s['reason'])}</li>"
+                    for s in skipped)
+    return f"<details><summary>Not analysed: {len(skipped)} parameters</summary><ul>{items}</ul></details>"
+
+
 class SpectraPanel(Panel):
     """``SpectraPanel()`` for the built-in models, or ``SpectraPanel(model=my_module)`` for your own."""
 
@@ -37,7 +46,8 @@ class SpectraPanel(Panel):
             self.widgets["model"].options = [model_name, *self.widgets["model"].options]
             self.widgets["model"].value = model_name
         self.table = ipw.HTML()
-        self.children = (*self.children[:4], self.table, *self.children[4:])
+        self.skipped = ipw.HTML()  # parameters not analysed, with the reason
+        self.children = (*self.children[:4], self.table, self.skipped, *self.children[4:])
         self.widgets["layer"].observe(lambda ch: self._redraw_esd(), names="value")
         self.widgets["tau"].observe(lambda ch: self._redraw_welore(), names="value")
         self.plan = None
@@ -66,6 +76,7 @@ class SpectraPanel(Panel):
         layer.value = keep or default
         self.table.value = result.to_frame()[TABLE_COLUMNS].to_html(float_format=lambda v: f"{v:.3g}",
                                                                     index=False, max_rows=60)
+        self.skipped.value = _skipped_html(result.skipped)
         copy_figure(figures.alpha_figure(result), self.figures["alpha"])
         self._redraw_esd()
         self._redraw_welore()

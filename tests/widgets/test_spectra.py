@@ -10,6 +10,9 @@ def test_run_fills_table_and_figures():
     assert p.error is None, p.error_area.value
     assert list(p.widgets["layer"].options) == ["layers.0.weight", "layers.1.weight", "head.weight"]
     assert "alpha" in p.table.value
+    assert "Not analysed: 3 parameters" in p.skipped.value
+    for name in ("layers.0.bias", "layers.1.bias", "head.bias"):
+        assert f"<li><code>{name}</code>: 1-D bias of Linear: no matrix</li>" in p.skipped.value
     assert len(p.figures["esd"].data) == 2
     assert list(p.figures["alpha"].data[0].y) == list(p.result.to_frame()["alpha"])
     before = p.plan.overall
