@@ -247,23 +247,40 @@ def test_figures():
 weightwatcher = pytest.importorskip("weightwatcher")
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn"])
-def test_agrees_with_weightwatcher(name):
+def _weightwatcher_frame(model, **kwargs):
     import logging
 
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return weightwatcher.WeightWatcher(model=model).analyze(**kwargs)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _matched(ours, theirs):
+    """Our rows for weightwatcher's layers, matched by module path (weightwatcher's ``longname``)."""
+    module = ours["name"].str.replace(r"\.weight$", "", regex=True)
+    by_module = ours.assign(module=module).set_index("module")
+    assert set(theirs["longname"]) <= set(by_module.index), set(theirs["longname"]) - set(by_module.index)
+    return by_module.loc[list(theirs["longname"])].reset_index()
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
+def test_agrees_with_weightwatcher(name):
     from workbench import models
 
-    model = models.reference_model(name)
-    logging.disable(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        theirs = weightwatcher.WeightWatcher(model=model).analyze()
-    logging.disable(logging.NOTSET)
+    # trained reference models for mlp/cnn; the ResNet (BatchNorm, 1x1 shortcut, conv stem) as built
+    model = models.build("resnet") if name == "resnet" else models.reference_model(name)
+    theirs = _weightwatcher_frame(model)
     ours = spectra.analyze(model, progress=False, bootstrap=0).to_frame()
-    ours = ours[ours["num_evals"] >= 8].reset_index(drop=True)
-    assert len(ours) == len(theirs)
-    for col in ["alpha", "alpha_weighted", "stable_rank", "log_norm", "log_spectral_norm", "num_evals"]:
-        np.testing.assert_allclose(ours[col].to_numpy(dtype=float), theirs[col].to_numpy(dtype=float),
+    # weightwatcher analyses every matrix with at least min_evals eigenvalues, and only those
+    assert sorted(theirs["longname"]) == sorted(n[:-len(".weight")] for n in ours["name"][ours["num_evals"] >= 8])
+    mine = _matched(ours, theirs)
+    for col in ["alpha", "alpha_weighted", "stable_rank", "log_norm", "log_spectral_norm", "num_evals", "N", "M",
+                "rf"]:
+        np.testing.assert_allclose(mine[col].to_numpy(dtype=float), theirs[col].to_numpy(dtype=float),
                                    rtol=1e-6, atol=1e-7, err_msg=col)
 
 
@@ -284,17 +301,11 @@ def test_fit_agrees_with_weightwatcher_fit():
 
 
 def test_mp_softrank_matches_weightwatcher():
-    import logging
-
     rng = np.random.default_rng(11)
     spike = _matrix(np.r_[30.0, np.zeros(49)], n=150, seed=2)  # one large spike on a Gaussian bulk
     mats = [rng.standard_normal((150, 50)), rng.standard_normal((60, 60)), rng.standard_normal((150, 50)) + spike]
     model = nn.Sequential(_model_of(*mats), nn.Conv2d(4, 8, 3, bias=False).double())
-    logging.disable(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        theirs = weightwatcher.WeightWatcher(model=model).analyze(mp_fit=True)
-    logging.disable(logging.NOTSET)
+    theirs = _weightwatcher_frame(model, mp_fit=True)
     ours = spectra.analyze(model, progress=False, bootstrap=0, method="svd").to_frame()
     assert [n.rsplit(".", 1)[0] for n in ours["name"]] == list(theirs["longname"])
     np.testing.assert_allclose(ours["mp_softrank"], theirs["mp_softrank"], rtol=1e-6)
@@ -410,3 +421,35 @@ def test_compress_rejects_bad_ranks_naming_the_layer():
         spectra.compress(model, {"fc.weight": 5}, device="cpu")
     with pytest.raises(KeyError, match="no module 'nope'"):
         spectra.compress(model, {"nope.weight": 1}, device="cpu")
+
+
+@pytest.mark.gpu
+def test_cuda_agrees_with_cpu():
+    from workbench import models
+
+    torch.manual_seed(0)
+    model = nn.Sequential(models.build("cnn"), nn.Linear(300, 200))
+    numeric = ["lambda_max", "norm", "stable_rank", "effective_rank", "numerical_rank", "alpha", "alpha_lo",
+               "alpha_hi", "xmin", "ks_distance", "alpha_weighted", "log_alpha_norm"]
+    for method in ("gram", "svd"):
+        cpu = spectra.analyze(model, device="cpu", method=method, progress=False, bootstrap=50)
+        gpu = spectra.analyze(model, device="cuda", method=method, progress=False, bootstrap=50)
+        assert gpu.settings["device"].startswith("cuda") and cpu.names == gpu.names
+        np.testing.assert_allclose(gpu.evals, cpu.evals, rtol=1e-9, atol=1e-12 * cpu.evals.max())
+        a, b = cpu.to_frame(), gpu.to_frame()
+        for col in numeric:
+            np.testing.assert_allclose(b[col].to_numpy(float), a[col].to_numpy(float), rtol=1e-7, err_msg=col)
+        # the MP fit polishes sigma with Nelder-Mead (xtol 1e-4): agreement to that tolerance
+        np.testing.assert_allclose(b["mp_softrank"], a["mp_softrank"], rtol=1e-4)
+
+
+@pytest.mark.gpu
+def test_compress_on_cuda_leaves_the_model_on_cpu():
+    from workbench.data import Dataset
+
+    m = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    x = torch.randn(40, 16)
+    out, rep = spectra.compress(m, {"0.weight": 2}, data=Dataset(x, m(x).argmax(1)), device="cuda")
+    assert rep.settings["device"].startswith("cuda") and rep.before["accuracy"] == 1.0
+    assert all(p.device.type == "cpu" for p in m.parameters())
+    assert all(p.device.type == "cpu" for p in out.parameters())
