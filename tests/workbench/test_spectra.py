@@ -332,6 +332,7 @@ def test_every_parameter_is_analysed_or_listed():
             self.head = nn.Linear(8, 16, bias=False)
             self.head.weight = self.proj  # tied
 
+    torch.manual_seed(0)
     net = Net()
     u_before = net.sn.parametrizations.weight[0]._u.clone()
     res = spectra.analyze(net, progress=False, bootstrap=0, device="cpu")
@@ -344,7 +345,6 @@ def test_every_parameter_is_analysed_or_listed():
     for name, mod in [("wn.weight", net.wn), ("sn.weight", net.sn)]:
         expected = np.linalg.svd(mod.weight.detach().double().numpy(), compute_uv=False) ** 2
         np.testing.assert_allclose(res.esd(name), np.sort(expected), rtol=1e-6)
-    assert res.to_frame().set_index("name").loc["sn.weight", "lambda_max"] == pytest.approx(1.0, rel=1e-2)
     reasons = {s["name"]: s["reason"] for s in res.skipped}
     named = dict(net.named_parameters(remove_duplicate=False))
     assert set(reasons) | set(res.names) >= set(named) - {"wn.weight", "sn.weight"}
@@ -366,6 +366,13 @@ def test_hook_based_weight_norm_uses_the_current_weight():
     w = lin.weight_v.detach() * (lin.weight_g.detach() / lin.weight_v.detach().norm(dim=1, keepdim=True))
     np.testing.assert_allclose(res.esd(0), np.sort(np.linalg.svd(w.numpy(), compute_uv=False) ** 2), rtol=1e-10)
     assert {s["name"] for s in res.skipped} == {"0.weight_g", "0.weight_v", "0.bias"}
+    # compressing folds the parametrisation into a plain weight of the copy; the original keeps its hook
+    x = torch.randn(3, 12, dtype=torch.float64)
+    lin(x).sum().backward()  # the cached .weight is now a non-leaf tensor, which a plain deepcopy refuses
+    out, rep = spectra.compress(nn.Sequential(lin), {"0.weight": 12}, device="cpu")
+    assert rep.to_frame()["how"].tolist() == ["reconstructed (parametrisation folded in)"]
+    torch.testing.assert_close(out(x), lin(x))  # full rank: the same map
+    assert "weight_g" in dict(lin.named_parameters()) and "weight_g" not in dict(out[0].named_parameters())
 
 
 def _rank(w: torch.Tensor) -> int:

@@ -179,6 +179,24 @@ def _matrix_of(mod: nn.Module, pname: str, rows) -> torch.Tensor:
     return w
 
 
+def _deepcopy(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy``, also for hook-based ``weight_norm`` / ``spectral_norm`` layers (whose cached
+    ``.weight`` is a non-leaf tensor that torch refuses to copy); the original is left as it was."""
+    saved = []
+    for mod in model.modules():
+        for hook in mod._forward_pre_hooks.values():
+            name = getattr(hook, "name", None)
+            t = getattr(mod, name, None) if isinstance(name, str) and hasattr(hook, "compute_weight") else None
+            if isinstance(t, torch.Tensor) and not isinstance(t, nn.Parameter) and not t.is_leaf:
+                saved.append((mod, name, t))
+                setattr(mod, name, t.detach())
+    try:
+        return copy.deepcopy(model)
+    finally:
+        for mod, name, t in saved:
+            setattr(mod, name, t)
+
+
 def _unparametrise(mod: nn.Module) -> str:
     """Fold a weight parametrisation (weight_norm / spectral_norm, either API) into a plain ``weight``."""
     from torch.nn.utils import parametrize
@@ -231,7 +249,7 @@ def compress(model: nn.Module, plan, *, only: str = "lrc", data: Any = None, los
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     dev = resolve_device(device)
-    target = model if inplace else copy.deepcopy(model)
+    target = model if inplace else _deepcopy(model)
 
     # resolve and validate every entry before changing anything
     actions = []
@@ -246,7 +264,7 @@ def compress(model: nn.Module, plan, *, only: str = "lrc", data: Any = None, los
                              f"(the smaller side of its {w.shape[0]}x{w.shape[1]} matrix)")
         actions.append((name, rank, modname, mod, pname, rows))
 
-    before = evaluate(copy.deepcopy(model), data, loss_fn=loss_fn, device=dev) if data is not None else {}
+    before = evaluate(_deepcopy(model), data, loss_fn=loss_fn, device=dev) if data is not None else {}
     n_before = sum(p.numel() for p in target.parameters())
     rows_out = []
     for name, rank, modname, mod, pname, rows in actions:
@@ -271,7 +289,7 @@ def compress(model: nn.Module, plan, *, only: str = "lrc", data: Any = None, los
             else:
                 w.copy_(_truncate(w, rank))
         rows_out.append({"name": name, "rank": rank, "how": "reconstructed" + note})
-    after = evaluate(copy.deepcopy(target), data, loss_fn=loss_fn, device=dev) if data is not None else {}
+    after = evaluate(_deepcopy(target), data, loss_fn=loss_fn, device=dev) if data is not None else {}
     n_after = sum(p.numel() for p in target.parameters())
     res = CompressionResult(settings=dict(only=only, device=str(dev), num_matrices=len(ranks)),
                             table=pd.DataFrame(rows_out, columns=["name", "rank", "how"]), before=before,
