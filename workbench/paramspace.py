@@ -217,6 +217,43 @@ def auto_chunk(model: nn.Module, spec: ParamSpec, xb: torch.Tensor, dev: torch.d
 
 
 @torch.no_grad()
+def channel_moments(model: nn.Module, modules: Dict[str, nn.Module], data: Dataset, *, batch_size: int,
+                    device: torch.device, inputs: bool = False) -> Dict[str, Tuple[torch.Tensor, torch.Tensor, int]]:
+    """Per-channel mean and (biased) variance of the outputs of ``modules`` (or their inputs, with
+    ``inputs=True``) pooled over all of ``data``, in float64, from one pass of ``model`` in its current mode.
+
+    Channels are dimension 1; every other dimension counts as samples.  A module the pass never reached is
+    absent from the answer.
+    """
+    sums: Dict[str, List[Any]] = {}
+
+    def record(name: str, t: torch.Tensor) -> None:
+        u = t.movedim(1, -1).reshape(-1, t.shape[1]).double() if t.dim() > 2 else t.double()
+        s = sums.setdefault(name, [0.0, 0.0, 0])
+        s[0] = s[0] + u.sum(0)
+        s[1] = s[1] + (u * u).sum(0)
+        s[2] += u.shape[0]
+
+    hooks = []
+    for name, mod in modules.items():
+        if inputs:
+            hooks.append(mod.register_forward_pre_hook(lambda m, args, name=name: record(name, args[0])))
+        else:
+            hooks.append(mod.register_forward_hook(lambda m, args, out, name=name: record(name, out)))
+    try:
+        for xb, _ in data.batches(batch_size, device=device):
+            model(xb)
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {}
+    for name, (s1, s2, n) in sums.items():
+        mean = s1 / n
+        out[name] = (mean, (s2 / n - mean ** 2).clamp_min(0), n)
+    return out
+
+
+@torch.no_grad()
 def reset_bn(model: nn.Module, data: Any, *, batch_size: int = 512, device: DeviceLike = "auto") -> nn.Module:
     """Recompute every BatchNorm's running statistics on ``data`` (in place; returns ``model``).
 
@@ -229,41 +266,26 @@ def reset_bn(model: nn.Module, data: Any, *, batch_size: int = 512, device: Devi
     by landscape maps (:func:`reset_bn_buffers`) and along interpolation paths (``workbench.connectivity``).
     BatchNorms that do not track running statistics are left as they are.
     """
-    bns = [m for m in model.modules()
-           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+    bns = {str(i): m for i, m in enumerate(model.modules())
+           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None}
     if not bns:
         return model
     ds = as_dataset(data, "train_data")
     dev = resolve_device(device)
     model.to(dev).eval()
-    sums: Dict[int, List[Any]] = {}
-    hooks = []
-    for m in bns:
-        def hook(mod, args, key=id(m)):
-            x = args[0]
-            u = x.movedim(1, -1).reshape(-1, x.shape[1]).double()
-            s = sums.setdefault(key, [0.0, 0.0, 0])
-            s[0] = s[0] + u.sum(0)
-            s[1] = s[1] + (u * u).sum(0)
-            s[2] += u.shape[0]
-        hooks.append(m.register_forward_pre_hook(hook))
+    for m in bns.values():
         m.train()
     try:
-        for xb, _ in ds.batches(batch_size, device=dev):
-            model(xb)
+        moments = channel_moments(model, bns, ds, batch_size=batch_size, device=dev, inputs=True)
     finally:
-        for h in hooks:
-            h.remove()
-        for m in bns:
+        for m in bns.values():
             m.eval()
-    for m in bns:
-        if id(m) not in sums:  # a BatchNorm the forward pass never reached
+    for key, m in bns.items():
+        if key not in moments:  # a BatchNorm the forward pass never reached
             continue
-        s1, s2, n = sums[id(m)]
-        mean = s1 / n
-        var = (s2 / n - mean ** 2).clamp_min(0) * (n / max(n - 1, 1))
+        mean, var, n = moments[key]
         m.running_mean.copy_(mean.to(m.running_mean.dtype))
-        m.running_var.copy_(var.to(m.running_var.dtype))
+        m.running_var.copy_((var * (n / max(n - 1, 1))).to(m.running_var.dtype))
         if m.num_batches_tracked is not None:
             m.num_batches_tracked.fill_(1)
     return model

@@ -30,7 +30,7 @@ import torch.nn as nn
 from ..backend import DeviceLike, resolve_device
 from ..data import Dataset, as_dataset
 from ..models import evaluate
-from ..paramspace import reset_bn
+from ..paramspace import channel_moments, reset_bn
 from ..progress import Progress, ProgressLike
 from ..results import Result
 
@@ -102,35 +102,14 @@ def interpolate_state(state_a: Dict[str, torch.Tensor], state_b: Dict[str, torch
     return out
 
 
-@torch.no_grad()
 def _site_stats(model: nn.Module, modules: Sequence[str], data: Dataset, *, batch_size: int,
                 device: torch.device) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
     """Per-channel mean and standard deviation of the outputs of ``modules`` over ``data``."""
     named = dict(model.named_modules())
-    sums: Dict[str, List[torch.Tensor]] = {}
-    hooks = []
-    for name in modules:
-        def hook(mod, args, out, name=name):
-            u = out.movedim(1, -1).reshape(-1, out.shape[1]).double() if out.dim() > 2 else out.double()
-            s = sums.setdefault(name, [torch.zeros(u.shape[1], dtype=torch.float64, device=u.device),
-                                       torch.zeros(u.shape[1], dtype=torch.float64, device=u.device), 0])
-            s[0] += u.sum(0)
-            s[1] += (u * u).sum(0)
-            s[2] += u.shape[0]
-        hooks.append(named[name].register_forward_hook(hook))
     model.to(device).eval()
-    try:
-        for xb, _ in data.batches(batch_size, device=device):
-            model(xb)
-    finally:
-        for h in hooks:
-            h.remove()
-    out = {}
-    for name, (s1, s2, n) in sums.items():
-        mean = s1 / n
-        std = (s2 / n - mean ** 2).clamp_min(0).sqrt()
-        out[name] = (mean, std)
-    return out
+    moments = channel_moments(model, {name: named[name] for name in modules}, data, batch_size=batch_size,
+                              device=device)
+    return {name: (mean, var.sqrt()) for name, (mean, var, _n) in moments.items()}
 
 
 def repair_sites(model: nn.Module, data: Any = None) -> List[str]:
