@@ -254,15 +254,22 @@ class DenseProjection(Projection):
         if self.orthogonal and not self.stored:
             raise MemoryError(f"orthogonal projection of {self.D} x {self.d} needs {size / 2**30:.1f} GiB "
                               f"stored; raise max_bytes or use projection='dense' or 'fastfood'")
-        if self.stored:
+        if self.stored and self.orthogonal:
             P = torch.cat([self._block(i) for i in range(self._nblocks)], dim=0)
-            if self.orthogonal:
-                q, r = torch.linalg.qr(P.to(torch.float64))
-                q = q * torch.sign(torch.diagonal(r))  # unique QR: positive diagonal of R
-                P = q
-            else:
-                P = P / P.norm(dim=0, keepdim=True)
+            q, r = torch.linalg.qr(P)
+            P = q * torch.sign(torch.diagonal(r))  # unique QR: positive diagonal of R
             self.P: Optional[torch.Tensor] = P.to(self.device, dtype)
+            self.col_norm = None
+        elif self.stored:
+            # filled block by block in the target dtype: the build needs the matrix plus one block
+            P = torch.empty(self.D, self.d, dtype=dtype)
+            norms = torch.zeros(self.d, dtype=torch.float64)
+            for i in range(self._nblocks):
+                blk = self._block(i)
+                norms += blk.pow(2).sum(0)
+                P[i * self.chunk_rows:i * self.chunk_rows + blk.shape[0]] = blk
+            P /= norms.sqrt().to(dtype)
+            self.P = P.to(self.device)
             self.col_norm = None
         else:
             self.P = None
