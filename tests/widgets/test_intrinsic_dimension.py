@@ -43,3 +43,10 @@ def test_panel_custom_model_shuffled_labels_and_errors():
     assert isinstance(p.error, ValueError) and "d_min=500 &gt; d_max=100" in p.error_area.value
     with pytest.raises(TypeError, match="together"):
         IntrinsicDimensionPanel(model=net)
+
+
+def test_panel_takes_a_built_in_model_by_name():
+    p = IntrinsicDimensionPanel(model="cnn", **_tiny_controls())
+    assert p.widgets["model"].value == "cnn" and "custom" not in p.widgets["model"].options
+    with pytest.raises(TypeError, match="built-in model"):
+        IntrinsicDimensionPanel(model="mlp", data=data.digits()[0])
