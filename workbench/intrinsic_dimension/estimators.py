@@ -232,10 +232,12 @@ def twonn(X: Any, *, method: str = "fit", discard_fraction: Optional[float] = No
     mu_sorted = np.sort(mu)[:n_keep]
     log_mu = np.log(mu_sorted)
     F = np.arange(1, n_keep + 1) / N
-    y = -np.log(1 - F)
+    with np.errstate(divide="ignore"):  # F = 1 at the largest ratio when nothing is discarded
+        y = -np.log(1 - F)
     if method == "fit":
-        denom = float(np.dot(log_mu, log_mu))
-        dim = float(np.dot(log_mu, y) / denom) if denom > 0 else float("inf")
+        ok = np.isfinite(y)
+        denom = float(np.dot(log_mu[ok], log_mu[ok]))
+        dim = float(np.dot(log_mu[ok], y[ok]) / denom) if denom > 0 else float("inf")
     else:
         total = float(log_mu.sum() + (N - n_keep) * log_mu[-1])
         dim = (n_keep - 1) / total if total > 0 else float("inf")
