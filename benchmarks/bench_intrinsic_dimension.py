@@ -11,8 +11,8 @@ Run:  python benchmarks/bench_intrinsic_dimension.py [--n 10000] [--features 768
    taking one step (peak RSS increase on CPU, ``torch.cuda.max_memory_allocated`` on GPU; each
    configuration runs in a fresh process), for Fastfood, sparse, the stored dense matrix (built only
    where it fits in ``--dense-max-gb``; its size is always reported) and the dense projection
-   regenerated chunk by chunk from its seed (O(d) memory held; timed at every d, one step, which takes
-   long at large d since each step redraws all D x d numbers twice).
+   regenerated chunk by chunk from its seed (O(d) memory held; one step redraws all D x d numbers twice,
+   so it is timed up to ``--regen-max-d`` and its step time is extrapolated linearly in d above that).
 
 Smoke run:  python benchmarks/bench_intrinsic_dimension.py --n 500 --features 32 --D 20000 --dims 100
 """
@@ -159,7 +159,7 @@ def measure(kind, D, d, device, threads, **options):
     return out
 
 
-def bench_projections(D, dims, device, dense_max_gb, threads, chunk_rows):
+def bench_projections(D, dims, device, dense_max_gb, threads, chunk_rows, regen_max_d):
     dev = resolve_device(device)
     mem_label = "peak GPU MiB" if dev.type == "cuda" else "peak RSS MiB"
     print(f"\n## Projections at D = {D:,}: seconds per step (forward + backward of the projection), memory the "
@@ -178,6 +178,14 @@ def bench_projections(D, dims, device, dense_max_gb, threads, chunk_rows):
                       f"(does not fit in --dense-max-gb {dense_max_gb})")
                 rows.append(dict(projection=label, d=d, build=float("nan"), step=float("nan"), held=mem,
                                  peak=float("nan")))
+                continue
+            if kind == "dense" and not options["store"] and d > regen_max_d:
+                timed = [r for r in rows if r["projection"] == label and np.isfinite(r["step"])]
+                est = timed[-1]["step"] * d / timed[-1]["d"] if timed else float("nan")
+                ratio = est / fastfood_step if fastfood_step else float("nan")
+                print(f"{label:<20}{d:>9}{'-':>9}{est:>10.1f}{'0.00':>11}{'-':>14}{ratio:>16.1f}x  "
+                      f"(extrapolated from d={timed[-1]['d'] if timed else '-'}; above --regen-max-d {regen_max_d})")
+                rows.append(dict(projection=label, d=d, build=float("nan"), step=est, held=0, peak=float("nan")))
                 continue
             r = measure(kind, D, d, device, threads, **options)
             if kind == "fastfood":
@@ -198,6 +206,8 @@ def main():
     ap.add_argument("--dense-max-gb", type=float, default=1.0,
                     help="largest stored dense (or sparse) projection built, in GiB")
     ap.add_argument("--chunk-rows", type=int, default=16384, help="rows per block of the regenerated dense projection")
+    ap.add_argument("--regen-max-d", type=int, default=1000,
+                    help="largest d at which the regenerated dense projection is timed (slower above: extrapolated)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-estimators", action="store_true")
@@ -208,7 +218,8 @@ def main():
     if not args.skip_estimators:
         bench_estimators(args.n, args.features, args.device)
     if not args.skip_projections:
-        bench_projections(args.D, args.dims, args.device, args.dense_max_gb, args.threads, args.chunk_rows)
+        bench_projections(args.D, args.dims, args.device, args.dense_max_gb, args.threads, args.chunk_rows,
+                          args.regen_max_d)
 
 
 if __name__ == "__main__":
