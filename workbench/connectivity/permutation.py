@@ -550,27 +550,47 @@ def weight_matching(params_a: Dict[str, torch.Tensor], params_b: Dict[str, torch
     perms = {p: np.asarray(init[p]) if init and p in init else np.arange(n) for p, n in spec.sizes.items()}
     p2a = {p: [(k, i) for k, i in ax if k in params_a] for p, ax in spec.perm_to_axes.items()}
     names = sorted(spec.sizes)
+    # P's cost matrix depends only on the permutations on the other axes of the tensors it touches: when
+    # none of those changed since P was last solved, the assignment would return the same answer, so it is
+    # skipped (the result is exactly that of solving it again)
+    deps = {p: sorted({q for k, i in p2a[p] for j, q in enumerate(spec.axes[k]) if q is not None and j != i})
+            for p in names}
+    version = {p: 0 for p in names}
+    solved_at: Dict[str, Tuple[int, ...]] = {}
     rng = np.random.default_rng(seed)
     history: List[Dict[str, Any]] = []
     moved_a: Dict[Tuple[str, int], torch.Tensor] = {}
+    terms: Dict[Tuple[str, int], Tuple[Tuple[int, ...], torch.Tensor]] = {}
     with Progress(max_iter, "weight matching", progress) as bar:
         for it in range(max_iter):
             improved = False
             for p in rng.permutation(names):
                 n = spec.sizes[p]
+                state = tuple(version[q] for q in deps[p])
+                if solved_at.get(p) == state:
+                    continue
+                solved_at[p] = state
                 cost = None
                 for k, i in p2a[p]:
-                    blk = spec.blocks.get((k, i), 1)
-                    if (k, i) not in moved_a:  # A never changes: move its axes once
-                        moved_a[(k, i)] = _moved(params_a[k], i, n, blk).contiguous()
-                    wa = moved_a[(k, i)]
-                    wb = params_b[k]
                     ax = spec.axes[k]
-                    for j, q in enumerate(ax):
-                        if q is not None and j != i:
-                            wb = wb.index_select(j, _index(perms[q], spec.blocks.get((k, j), 1), wb.device))
-                    wb = _moved(wb, i, n, blk)
-                    term = wa @ wb.T
+                    # this tensor's term depends only on the permutations of its other axes: reuse it
+                    # while none of them changed
+                    key = tuple(version[q] for j, q in enumerate(ax) if q is not None and j != i)
+                    cached = terms.get((k, i))
+                    if cached is not None and cached[0] == key:
+                        term = cached[1]
+                    else:
+                        blk = spec.blocks.get((k, i), 1)
+                        if (k, i) not in moved_a:  # A never changes: move its axes once
+                            moved_a[(k, i)] = _moved(params_a[k], i, n, blk).contiguous()
+                        wa = moved_a[(k, i)]
+                        wb = params_b[k]
+                        for j, q in enumerate(ax):
+                            if q is not None and j != i:
+                                wb = wb.index_select(j, _index(perms[q], spec.blocks.get((k, j), 1), wb.device))
+                        wb = _moved(wb, i, n, blk)
+                        term = wa @ wb.T
+                        terms[(k, i)] = (key, term)
                     cost = term if cost is None else cost + term
                 if cost is None:
                     continue
@@ -582,6 +602,7 @@ def weight_matching(params_a: Dict[str, torch.Tensor], params_b: Dict[str, torch
                 if new_l > old_l + 1e-12 * max(1.0, abs(old_l)):
                     improved = True
                     perms[p] = new
+                    version[p] += 1
             bar.update()
             if not improved:
                 break
