@@ -260,23 +260,21 @@ class DenseProjection(Projection):
             P = q * torch.sign(torch.diagonal(r))  # unique QR: positive diagonal of R
             self.P: Optional[torch.Tensor] = P.to(self.device, dtype)
             self.col_norm = None
-        elif self.stored:
-            # filled block by block in the target dtype: the build needs the matrix plus one block
-            P = torch.empty(self.D, self.d, dtype=dtype)
+        else:
+            # one pass over the blocks: the column norms and, when stored, the matrix filled in the target
+            # dtype (the build needs the matrix plus one block)
+            P = torch.empty(self.D, self.d, dtype=dtype) if self.stored else None
             norms = torch.zeros(self.d, dtype=torch.float64)
             for i in range(self._nblocks):
                 blk = self._block(i)
                 norms += blk.pow(2).sum(0)
-                P[i * self.chunk_rows:i * self.chunk_rows + blk.shape[0]] = blk
-            P /= norms.sqrt().to(dtype)
-            self.P = P.to(self.device)
-            self.col_norm = None
-        else:
-            self.P = None
-            norms = torch.zeros(self.d, dtype=torch.float64)
-            for i in range(self._nblocks):
-                norms += self._block(i).pow(2).sum(0)
-            self.col_norm = norms.sqrt().to(self.device, dtype)
+                if P is not None:
+                    P[i * self.chunk_rows:i * self.chunk_rows + blk.shape[0]] = blk
+            if P is not None:
+                P /= norms.sqrt().to(dtype)
+                self.P, self.col_norm = P.to(self.device), None
+            else:
+                self.P, self.col_norm = None, norms.sqrt().to(self.device, dtype)
 
     @property
     def _nblocks(self) -> int:
