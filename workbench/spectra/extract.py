@@ -213,15 +213,23 @@ def _module_weight(mod: nn.Module):
         names = tuple(f"parametrizations.weight.{n}" for n, _ in
                       mod.parametrizations["weight"].named_parameters(recurse=False))
         return w, names
-    for hook in mod._forward_pre_hooks.values():
-        if getattr(hook, "name", None) != "weight":
-            continue
-        with torch.no_grad():
-            if isinstance(hook, _WeightNorm):
-                return hook.compute_weight(mod), ("weight_g", "weight_v")
-            if isinstance(hook, _SpectralNorm):
-                return hook.compute_weight(mod, do_power_iteration=False), ("weight_orig",)
+    hook = norm_hook(mod)
+    with torch.no_grad():
+        if isinstance(hook, _WeightNorm):
+            return hook.compute_weight(mod), ("weight_g", "weight_v")
+        if isinstance(hook, _SpectralNorm):
+            return hook.compute_weight(mod, do_power_iteration=False), ("weight_orig",)
     return None, ()
+
+
+def norm_hooks(mod: nn.Module) -> List:
+    """The older hook-based ``weight_norm`` / ``spectral_norm`` hooks of ``mod`` (``hook.name``: the tensor)."""
+    return [h for h in mod._forward_pre_hooks.values() if isinstance(h, (_WeightNorm, _SpectralNorm))]
+
+
+def norm_hook(mod: nn.Module, name: str = "weight"):
+    """The hook-based ``weight_norm`` / ``spectral_norm`` acting on ``mod.<name>``, or None."""
+    return next((h for h in norm_hooks(mod) if getattr(h, "name", None) == name), None)
 
 
 def _module_matrix(mod: nn.Module, name: str, weight: torch.Tensor, embeddings: bool):

@@ -20,6 +20,7 @@ from torch import nn
 from ..backend import DeviceLike, resolve_device
 from ..results import Result
 from .analyze import SpectraResult
+from .extract import norm_hook, norm_hooks
 
 ELIGIBLE = ("dense", "attention")
 
@@ -184,12 +185,11 @@ def _deepcopy(model: nn.Module) -> nn.Module:
     ``.weight`` is a non-leaf tensor that torch refuses to copy); the original is left as it was."""
     saved = []
     for mod in model.modules():
-        for hook in mod._forward_pre_hooks.values():
-            name = getattr(hook, "name", None)
-            t = getattr(mod, name, None) if isinstance(name, str) and hasattr(hook, "compute_weight") else None
+        for hook in norm_hooks(mod):
+            t = getattr(mod, hook.name, None)
             if isinstance(t, torch.Tensor) and not isinstance(t, nn.Parameter) and not t.is_leaf:
-                saved.append((mod, name, t))
-                setattr(mod, name, t.detach())
+                saved.append((mod, hook.name, t))
+                setattr(mod, hook.name, t.detach())
     try:
         return copy.deepcopy(model)
     finally:
@@ -209,12 +209,12 @@ def _unparametrise(mod: nn.Module) -> str:
         mod.parametrizations["weight"].eval()  # e.g. no spectral_norm power step while folding
         parametrize.remove_parametrizations(mod, "weight", leave_parametrized=True)
         return " (parametrisation folded in)"
-    for hook in list(mod._forward_pre_hooks.values()):
-        if getattr(hook, "name", None) == "weight" and type(hook).__name__ in ("WeightNorm", "SpectralNorm"):
-            remover = (torch.nn.utils.remove_weight_norm if type(hook).__name__ == "WeightNorm"
-                       else torch.nn.utils.remove_spectral_norm)
-            remover(mod, "weight")
-            return " (parametrisation folded in)"
+    hook = norm_hook(mod)
+    if hook is not None:
+        remover = (torch.nn.utils.remove_weight_norm if type(hook).__name__ == "WeightNorm"
+                   else torch.nn.utils.remove_spectral_norm)
+        remover(mod, "weight")
+        return " (parametrisation folded in)"
     return ""
 
 
