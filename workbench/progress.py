@@ -41,6 +41,13 @@ class Progress:
         if self._callback is not None:
             self._callback(self.done, self.total, self.desc)
 
+    def set_total(self, total: int) -> None:
+        """Change the number of steps (e.g. once a refinement decides how many more it needs)."""
+        self.total = int(total)
+        if self._bar is not None:
+            self._bar.total = self.total
+            self._bar.refresh()
+
     def set_description(self, desc: str) -> None:
         self.desc = desc
         if self._bar is not None:

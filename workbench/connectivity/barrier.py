@@ -375,9 +375,7 @@ def barrier(model_a: nn.Module, model_b: nn.Module, data: Any, *, loss_fn: Optio
             c = c.sort_values("alpha")
             curves += [c["loss"].to_numpy(), c["error"].to_numpy()]
         extra = _refined(alphas, curves, refine)
-        bar.total = bar.done + len(extra)
-        if bar._bar is not None:
-            bar._bar.total = bar.total
+        bar.set_total(bar.done + len(extra))
         run(extra, bar)
     curve = pd.DataFrame(rows).sort_values(["split", "alpha"], kind="stable").reset_index(drop=True)
     settings = dict(points=points, refine=refine, bn=bn, variant=variant, split=split, device=str(path.dev),
