@@ -198,6 +198,11 @@ def evaluate(model: nn.Module, data: Any, *, loss_fn: Optional[Callable] = None,
     return {"loss": total_loss / n, "accuracy": correct / n}
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch of :func:`train` over ``n`` examples (the last batch may be short)."""
+    return max(1, -(-int(n) // int(batch_size)))
+
+
 def train(model: nn.Module, data: Any, *, epochs: float = 20, lr: float = 0.05, batch_size: int = 64,
           optimizer: str = "sgd", momentum: float = 0.9, weight_decay: float = 0.0,
           loss_fn: Optional[Callable] = None, seed: int = 0, device: DeviceLike = "auto",
@@ -233,11 +238,11 @@ def train(model: nn.Module, data: Any, *, epochs: float = 20, lr: float = 0.05, 
             for k, m in mask.items():
                 named[k].mul_(m)
 
-    steps_per_epoch = max(1, -(-len(ds) // batch_size))
-    total_steps = max(1, int(round(epochs * steps_per_epoch)))
+    per_epoch = steps_per_epoch(len(ds), batch_size)
+    total_steps = max(1, int(round(epochs * per_epoch)))
     ck_steps: set = set()
     if checkpoint_every:
-        every = max(1, int(round(checkpoint_every * steps_per_epoch)))
+        every = max(1, int(round(checkpoint_every * per_epoch)))
         ck_steps = set(range(0, total_steps + 1, every)) | {0, total_steps}
     checkpoints: List[Dict[str, Any]] = []
     ck_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -245,7 +250,7 @@ def train(model: nn.Module, data: Any, *, epochs: float = 20, lr: float = 0.05, 
         ck_dir.mkdir(parents=True, exist_ok=True)
 
     def take_checkpoint(step: int) -> None:
-        epoch = step / steps_per_epoch
+        epoch = step / per_epoch
         state = _state_numpy(model)
         checkpoints.append({"epoch": epoch, "step": step, "state": state})
         if ck_dir:

@@ -34,7 +34,7 @@ import torch.nn as nn
 from .. import sweep as sweep_engine
 from ..backend import DeviceLike, resolve_device
 from ..data import as_dataset, digits
-from ..models import build, evaluate, train
+from ..models import build, evaluate, steps_per_epoch, train
 from ..progress import ProgressLike
 from ..results import Result
 from .cka import output_cka
@@ -271,8 +271,8 @@ def _dense_train(template: nn.Module, train_ds, test_ds, *, epochs: float, lr: f
                  at_steps: Optional[Sequence[int]] = None) -> Dict[int, Dict[str, Any]]:
     """Train a copy of ``template``; {step: {"state": numpy state dict, "test_error": float}} at ``at_steps``
     (default: the last step).  Weights at a step do not depend on how long the run goes on afterwards."""
-    steps_per_epoch = max(1, -(-len(train_ds) // batch_size))
-    total = int(round(float(epochs) * steps_per_epoch))
+    per_epoch = steps_per_epoch(len(train_ds), batch_size)
+    total = int(round(float(epochs) * per_epoch))
     wanted = sorted(set(int(s) for s in (at_steps if at_steps is not None else [total])))
     out: Dict[int, Dict[str, Any]] = {}
 
@@ -286,8 +286,8 @@ def _dense_train(template: nn.Module, train_ds, test_ds, *, epochs: float, lr: f
         return out
     every = functools.reduce(math.gcd, [s for s in wanted if s > 0])
     model = copy.deepcopy(template)
-    res = train(model, train_ds, epochs=max(wanted) / steps_per_epoch, lr=lr, batch_size=batch_size, seed=seed,
-                device=device, checkpoint_every=every / steps_per_epoch, progress=progress)
+    res = train(model, train_ds, epochs=max(wanted) / per_epoch, lr=lr, batch_size=batch_size, seed=seed,
+                device=device, checkpoint_every=every / per_epoch, progress=progress)
     by_step = {c["step"]: c["state"] for c in res.checkpoints}
     for s in wanted:
         record(s, by_step[s])
@@ -349,7 +349,7 @@ class _Plan:
         self.cell_device = str(self.dev) if executor is None else str(device)
         self.data_fp = _fingerprint(self.train_ds.X, self.train_ds.y, self.test_ds.X, self.test_ds.y)
         spec = _model_spec(model, self.template, seed)
-        self.steps_per_epoch = max(1, -(-len(self.train_ds) // dense_batch_size))
+        self.steps_per_epoch = steps_per_epoch(len(self.train_ds), dense_batch_size)
         self.dense_cells: Dict[str, Dict[str, Any]] = {}
         for v in self.values:
             kw = dict(epochs=float(dense_epochs), lr=float(dense_lr), batch_size=int(dense_batch_size))
@@ -495,7 +495,7 @@ def _estimate(plan: _Plan, *, workers: int) -> sweep_engine.CostEstimate:
     dense_todo = plan.dense_missing()
     setup = 0.0
     if dense_todo:
-        # time one dense epoch (at most the shortest run asked for); its model stands in for the dense one
+        # time one dense epoch; its model stands in for the dense one while one cell is timed
         c0 = plan.dense_cells[str(first["value"])]
         probe_epochs = 1.0
         for _ in range(2):  # the first run pays one-off start-up costs (threads, allocator): time the second
@@ -506,10 +506,10 @@ def _estimate(plan: _Plan, *, workers: int) -> sweep_engine.CostEstimate:
         if plan.knob == "epochs":  # one run up to the longest missing value
             setup = per_epoch * max(float(v) for v in dense_todo)
         else:  # one run per value, spread over the workers; cost per epoch scales with the steps
-            probe_steps = max(1, -(-len(plan.train_ds) // c0["batch_size"]))
+            probe_steps = steps_per_epoch(len(plan.train_ds), c0["batch_size"])
             for v in dense_todo:
                 c = plan.dense_cells[str(v)]
-                steps = max(1, -(-len(plan.train_ds) // c["batch_size"]))
+                steps = steps_per_epoch(len(plan.train_ds), c["batch_size"])
                 setup += per_epoch * c["epochs"] * steps / probe_steps
             setup /= max(1, int(workers))
         stand_in = next(iter(probe.values()))

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from ..backend import DeviceLike, resolve_device
 from ..data import as_dataset
-from ..models import evaluate, train
+from ..models import evaluate, steps_per_epoch, train
 from ..progress import Progress, ProgressLike
 from ..results import Result
 from .masks import Mask, apply_mask, density_of, magnitude_mask
@@ -151,8 +151,7 @@ def iterative_prune(model: nn.Module, data: Any, density: float, *, rounds: int 
         else:
             res = train(current, data, epochs=total, lr=lr, batch_size=batch_size, seed=seed, device=device,
                         checkpoint_every=at, progress=False, **train_kw)
-            steps_per_epoch = max(1, -(-len(as_dataset(data, "data")) // batch_size))
-            step = int(round(at * steps_per_epoch))
+            step = int(round(at * steps_per_epoch(len(as_dataset(data, "data")), batch_size)))
             state = next(c["state"] for c in res.checkpoints if c["step"] == step)
             rewind = {k: torch.as_tensor(np.asarray(v)) for k, v in state.items()}
     mask: Optional[Mask] = None
