@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Optional
 
 import ipywidgets as ipw
 import plotly.graph_objects as go
+import torch.nn as nn
 
 from workbench.progress import Cancelled
 
@@ -28,6 +29,18 @@ def copy_figure(source: go.Figure, target: go.FigureWidget) -> None:
         target.data = []
         target.add_traces(list(source.data))
         target.layout = source.layout
+
+
+def model_argument(model: Any, values: Dict[str, Any]) -> Optional[nn.Module]:
+    """A panel's ``model=``: a built-in model's name becomes the value of its ``model`` control (put in
+    ``values``) and gives ``None``; an ``nn.Module`` is the user's own model; anything else is a TypeError."""
+    if isinstance(model, str):
+        values["model"] = model
+        return None
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module or a built-in name ('mlp', 'cnn', ...), "
+                        f"got {type(model).__name__}")
+    return model
 
 
 class Panel(ipw.VBox):

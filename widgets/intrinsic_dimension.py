@@ -10,7 +10,7 @@ from workbench import data as wdata
 from workbench import models as wmodels
 from workbench.intrinsic_dimension import figures, profile, search
 
-from .base import Panel, copy_figure
+from .base import Panel, copy_figure, model_argument
 
 
 class IntrinsicDimensionPanel(Panel):
@@ -24,12 +24,10 @@ class IntrinsicDimensionPanel(Panel):
     figure_names = ("search", "profile")
 
     def __init__(self, *, model: Any = None, data: Any = None, test_data: Any = None, **kw: Any):
-        if isinstance(model, str):  # a built-in model's name selects it in the dropdown
-            if data is not None:
-                raise TypeError(f"model={model!r} is a built-in model trained on digits; pass an nn.Module "
-                                "with data=, or drop data=")
-            kw.setdefault("model", model)
-            model = None
+        if isinstance(model, str) and data is not None:
+            raise TypeError(f"model={model!r} is a built-in model trained on digits; pass an nn.Module "
+                            "with data=, or drop data=")
+        model = model_argument(model, kw)
         if (model is None) != (data is None):
             raise TypeError("pass model= and data= together (test_data= is optional)")
         self._custom = (model, data, test_data) if model is not None else None

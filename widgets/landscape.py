@@ -1,8 +1,8 @@
 """Loss-landscape panel: 2-D contour and 3-D surface, 1-D slices, click-to-inspect, Hessian spectrum.
 
 A thin view over :mod:`workbench.landscape`: the controls pick the model (a reference digits model, or
-the ``model`` / ``data`` passed in; ``model="cnn"`` selects that reference model), the grid and the direction normalisation; the colour controls
-(log scale, fixed levels, split) only redraw.  Clicking a grid point of the contour shows its loss and
+the ``model`` / ``data`` passed in; ``model="cnn"`` selects that reference model), the grid and the
+direction normalisation; the colour controls (log scale, fixed levels, split) only redraw.  Clicking a grid point of the contour shows its loss and
 accuracy on every split.
 """
 from __future__ import annotations
@@ -13,14 +13,13 @@ from typing import Any, Callable, Dict
 import ipywidgets as ipw
 import numpy as np
 import plotly.graph_objects as go
-import torch.nn as nn
 
 from workbench import landscape as L
 from workbench.landscape import figures
 from workbench.models import reference_model
 from workbench.data import digits
 
-from .base import Panel, copy_figure
+from .base import Panel, copy_figure, model_argument
 
 REDRAW = ("log", "zmin", "zmax", "split", "metric")
 
@@ -32,14 +31,7 @@ class LandscapePanel(Panel):
     figure_names = ("contour", "surface", "slices", "spectrum")
 
     def __init__(self, model: Any = None, data: Any = None, *, background: bool = True, **values: Any):
-        if isinstance(model, str):  # a built-in model's name is the dropdown's value
-            if "model" in values:
-                raise TypeError("pass the built-in model's name once: LandscapePanel(model='mlp')")
-            values["model"], model = model, None
-        elif model is not None and not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module or a built-in name ('mlp', 'cnn', 'resnet'), "
-                            f"got {type(model).__name__}")
-        self.user_model = model
+        self.user_model = model_argument(model, values)
         self.user_data = data
         self.point_info = ipw.HTML(value="<i>click a grid point of the contour map</i>")
         super().__init__(background=background, **values)

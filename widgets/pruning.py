@@ -67,8 +67,8 @@ class PruningPanel(Panel):
 
     def layout_body(self) -> list:
         f = self.figures
-        return [ipw.HBox([self.estimate_button, self.estimate_label]), f["regime"], ipw.HBox([f["test_error"], f["mc"], f["cka"]],
-                                      layout=ipw.Layout(flex_flow="row wrap")), self.table]
+        metrics = ipw.HBox([f["test_error"], f["mc"], f["cka"]], layout=ipw.Layout(flex_flow="row wrap"))
+        return [ipw.HBox([self.estimate_button, self.estimate_label]), f["regime"], metrics, self.table]
 
     def _arguments(self, *, model, knob, values, densities, scope, seeds, retrain_epochs, lr, points) -> dict:
         return dict(model=model, data=self.data, test_data=self.test_data, knob=knob,

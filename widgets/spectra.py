@@ -10,7 +10,7 @@ from torch import nn
 from workbench import spectra
 from workbench.spectra import figures
 
-from .base import Panel, copy_figure
+from .base import Panel, copy_figure, model_argument
 
 TABLE_COLUMNS = ["name", "shape", "num_evals", "alpha", "alpha_lo", "alpha_hi", "alpha_weighted",
                  "stable_rank", "effective_rank", "log_spectral_norm", "quality"]
@@ -37,9 +37,7 @@ class SpectraPanel(Panel):
     figure_names = ("esd", "alpha", "welore")
 
     def __init__(self, *, model: Optional[nn.Module] = None, model_name: str = "your model", **values: Any):
-        if isinstance(model, str):  # a built-in model's name is the control value
-            values["model"], model = model, None
-        self.user_model = model
+        self.user_model = model = model_argument(model, values)
         self.user_model_name = model_name
         super().__init__(**values)
         if model is not None:
