@@ -740,7 +740,8 @@ def align(model_a: nn.Module, model_b: nn.Module, *, method: str = "weight", dat
     traces one forward pass, so ``data=`` (a few examples) is needed when the input shape cannot be inferred
     (MLPs, and CNNs whose first layer is a convolution that runs on a square input of side 8, 28, 32, 16,
     64 or 224, need none; see :func:`example_input`).  ``method="activation"``: correlation of activations
-    on ``data`` (training data).  ``spec`` defaults to the one derived from ``model_a``.  Returns an :class:`AlignResult` (``.model_`` the permuted copy of B, ``.perms``).
+    on ``data`` (training data).  ``spec`` defaults to the one derived from ``model_a``.  Returns an
+    :class:`AlignResult` (``.model_`` the permuted copy of B, ``.perms``).
     """
     check_same_architecture(model_a, model_b)
     dev = resolve_device(device)

@@ -346,8 +346,8 @@ def evaluate_at(model: nn.Module, result: LandscapeResult, coords: Any, data: An
     """Re-evaluate ``model``'s architecture at coordinates ``coords`` (``(P, k)``) of a result's map.
 
     By default the settings the map recorded are used, so a grid point gives back the stored value:
-    ``bn`` (``"eval"`` or ``"reset"``) and ``batch_size``.  With ``bn="reset"`` the statistics are recomputed on ``train_data``; when it is not given,
-    on the split the map used (``settings["bn_data"]``), taken from ``data`` when ``data`` is a dict of
+    ``bn`` (``"eval"`` or ``"reset"``) and ``batch_size``.  With ``bn="reset"`` the statistics are
+    recomputed on ``train_data``; when it is not given, on the split the map used (``settings["bn_data"]``), taken from ``data`` when ``data`` is a dict of
     splits that holds it, or ``data`` itself when the map had that one split.  ``data`` may be one data
     set (the result is ``{"loss": (P,), "accuracy": (P,)}``) or a dict of splits (a dict of those).
     """
