@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import Any, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -108,3 +108,95 @@ def synchronize(device: DeviceLike) -> None:
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+
+
+# --------------------------------------------------------------------------------------------
+# memory: how much there is, and work in chunks that halve on out-of-memory
+# --------------------------------------------------------------------------------------------
+_MEMORY_LIMIT: Optional[int] = None  # bytes; set by ``memory_limit`` (tests) to simulate a small device
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an out-of-memory error (torch CUDA or CPU allocator, NumPy, CuPy, or simulated)."""
+    if isinstance(exc, (MemoryError, SimulatedOutOfMemory)) or isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    if type(exc).__name__ == "OutOfMemoryError":  # cupy.cuda.memory.OutOfMemoryError
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg
+                                              or "not enough memory" in msg)
+
+
+class SimulatedOutOfMemory(RuntimeError):
+    """Raised by :func:`check_allocation` when a chunk would exceed a simulated memory limit."""
+
+
+def available_memory(device: DeviceLike = "cpu") -> int:
+    """Bytes free on ``device`` (the simulated limit of :func:`memory_limit` when one is set)."""
+    if _MEMORY_LIMIT is not None:
+        return int(_MEMORY_LIMIT)
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(dev)
+        return int(free)
+    try:
+        import psutil  # type: ignore
+
+        return int(psutil.virtual_memory().available)
+    except Exception:
+        try:
+            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return 2 << 30
+
+
+def check_allocation(nbytes: float, what: str = "chunk") -> None:
+    """Raise :class:`SimulatedOutOfMemory` when ``nbytes`` exceed the simulated limit (no-op otherwise)."""
+    if _MEMORY_LIMIT is not None and nbytes > _MEMORY_LIMIT:
+        raise SimulatedOutOfMemory(f"out of memory (simulated): {what} needs {int(nbytes)} bytes, "
+                                   f"limit {_MEMORY_LIMIT}")
+
+
+class memory_limit:
+    """Context manager simulating a device with ``nbytes`` of memory: :func:`available_memory` reports it
+    and :func:`check_allocation` raises above it, so chunked work must halve its chunks (tests)."""
+
+    def __init__(self, nbytes: int):
+        self.nbytes = int(nbytes)
+        self._saved: Optional[int] = None
+
+    def __enter__(self) -> "memory_limit":
+        global _MEMORY_LIMIT
+        self._saved, _MEMORY_LIMIT = _MEMORY_LIMIT, self.nbytes
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _MEMORY_LIMIT
+        _MEMORY_LIMIT = self._saved
+
+
+def run_in_chunks(total: int, chunk: int, work: Callable[[int, int], Any], *, device: DeviceLike = "cpu",
+                  on_done: Optional[Callable[[int, int, Any], None]] = None, what: str = "items") -> int:
+    """Call ``work(start, stop)`` over ``range(total)`` in chunks of at most ``chunk``; on out-of-memory the
+    chunk is halved and the same range tried again (down to one item, then a ``MemoryError`` naming
+    ``what``).  ``on_done(start, stop, value)`` receives each finished chunk.  Returns the final chunk size."""
+    dev = resolve_device(device)
+    chunk = max(1, int(chunk))
+    start = 0
+    while start < total:
+        stop = min(total, start + chunk)
+        try:
+            value = work(start, stop)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if chunk == 1:
+                raise MemoryError(f"one of the {what} does not fit in memory; lower the batch size") from exc
+            chunk = max(1, chunk // 2)
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        if on_done is not None:
+            on_done(start, stop, value)
+        start = stop
+    return chunk

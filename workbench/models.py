@@ -7,13 +7,12 @@ checkpoints, and the real pretrained all-MiniLM-L6-v2 encoder, loaded offline fr
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -22,9 +21,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backend import DeviceLike, resolve_device
-from .data import Dataset, as_dataset, digits
-from .progress import Progress, ProgressLike
+from .data import as_dataset, digits
+from .progress import ProgressLike
 from .results import Result
+from .training import check_schedule, fit, steps_per_epoch, total_steps
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,11 +198,6 @@ def evaluate(model: nn.Module, data: Any, *, loss_fn: Optional[Callable] = None,
     return {"loss": total_loss / n, "accuracy": correct / n}
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Optimizer steps in one epoch of :func:`train` over ``n`` examples (the last batch may be short)."""
-    return max(1, -(-int(n) // int(batch_size)))
-
-
 def train(model: nn.Module, data: Any, *, epochs: float = 20, lr: float = 0.05, batch_size: int = 64,
           optimizer: str = "sgd", momentum: float = 0.9, weight_decay: float = 0.0,
           loss_fn: Optional[Callable] = None, seed: int = 0, device: DeviceLike = "auto",
@@ -211,94 +206,81 @@ def train(model: nn.Module, data: Any, *, epochs: float = 20, lr: float = 0.05, 
           mask: Optional[Dict[str, torch.Tensor]] = None) -> TrainResult:
     """Train ``model`` in place on ``data``; seeded (shuffling and any dropout) and reproducible.
 
-    ``checkpoint_every`` (in epochs, may be fractional) stores the weights along the way, including
-    the initial and final ones; they are kept in the result and, with ``checkpoint_dir``, written to
-    disk as they are taken.  ``mask`` maps parameter names to 0/1 tensors kept fixed (pruned weights
-    stay exactly zero).  Raises on a NaN or infinite loss, naming the epoch.
+    The loop is :func:`workbench.training.fit`.  ``checkpoint_every`` (in epochs, may be fractional) stores
+    the weights along the way, including the initial and final ones; they are kept in the result and, with
+    ``checkpoint_dir``, written to disk as they are taken.  ``mask`` maps parameter names to 0/1 tensors
+    kept fixed (pruned weights stay exactly zero).  Raises on a NaN or infinite loss, naming the epoch.
     """
     ds = as_dataset(data, "data")
     test = as_dataset(test_data, "test_data") if test_data is not None else None
+    check_schedule(epochs, lr, batch_size)
     dev = resolve_device(device)
     loss_fn = loss_fn or F.cross_entropy
     model.to(dev)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    elif optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer={optimizer!r}; choose 'sgd' or 'adam'")
     named = dict(model.named_parameters())
     if mask is not None:
         unknown = set(mask) - set(named)
         if unknown:
             raise ValueError(f"mask names parameters the model lacks: {sorted(unknown)[:5]}")
         mask = {k: m.to(dev, dtype=named[k].dtype) for k, m in mask.items()}
-        with torch.no_grad():
-            for k, m in mask.items():
-                named[k].mul_(m)
-
+    apply = _masker(named, mask)
+    apply()
     per_epoch = steps_per_epoch(len(ds), batch_size)
-    total_steps = max(1, int(round(epochs * per_epoch)))
-    ck_steps: set = set()
-    if checkpoint_every:
-        every = max(1, int(round(checkpoint_every * per_epoch)))
-        ck_steps = set(range(0, total_steps + 1, every)) | {0, total_steps}
-    checkpoints: List[Dict[str, Any]] = []
-    ck_dir = Path(checkpoint_dir) if checkpoint_dir else None
-    if ck_dir:
-        ck_dir.mkdir(parents=True, exist_ok=True)
+    steps = total_steps(epochs, len(ds), batch_size)
+    checkpoints = _Checkpoints(model, per_epoch, steps, checkpoint_every, checkpoint_dir)
 
-    def take_checkpoint(step: int) -> None:
-        epoch = step / per_epoch
-        state = _state_numpy(model)
-        checkpoints.append({"epoch": epoch, "step": step, "state": state})
-        if ck_dir:
-            torch.save({k: torch.as_tensor(v) for k, v in state.items()}, ck_dir / f"step{step:07d}.pt")
+    def on_epoch(row: Dict[str, Any]) -> None:
+        if test is not None:
+            ev = evaluate(model, test, loss_fn=loss_fn, device=dev)
+            row.update(test_loss=ev["loss"], test_accuracy=ev["accuracy"])
+            model.train()
 
-    rows = []
-    step = 0
-    if 0 in ck_steps:
-        take_checkpoint(0)
+    checkpoints.take(0)
     model.train()
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), \
-            Progress(total_steps, "train", progress) as bar:
-        torch.manual_seed(seed)
-        epoch = 0
-        while step < total_steps:
-            running, seen = 0.0, 0
-            for xb, yb in ds.batches(batch_size, device=dev, shuffle=True, seed=seed * 100003 + epoch):
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(xb), yb)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training loss became {loss.item()} at epoch {epoch} (step {step}); lower lr={lr}")
-                loss.backward()
-                opt.step()
-                if mask is not None:
-                    with torch.no_grad():
-                        for k, m in mask.items():
-                            named[k].mul_(m)
-                running += loss.item() * len(yb)
-                seen += len(yb)
-                step += 1
-                bar.update()
-                if step in ck_steps and step != 0:
-                    take_checkpoint(step)
-                if step >= total_steps:
-                    break
-            row = {"epoch": epoch + 1, "step": step, "train_loss": running / max(seen, 1)}
-            if test is not None:
-                ev = evaluate(model, test, loss_fn=loss_fn, device=dev)
-                row.update(test_loss=ev["loss"], test_accuracy=ev["accuracy"])
-                model.train()
-            rows.append(row)
-            epoch += 1
+    rows = fit(model, [p for p in model.parameters() if p.requires_grad], ds, epochs=epochs, lr=lr,
+               batch_size=batch_size, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
+               loss_fn=loss_fn, seed=seed, device=dev, progress=progress, desc="train", after_step=apply,
+               on_step=checkpoints.take, on_epoch=on_epoch)
     model.eval()
     settings = dict(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, momentum=momentum,
                     weight_decay=weight_decay, seed=seed, device=str(dev), data=ds.name,
                     checkpoint_every=checkpoint_every)
-    return TrainResult(settings=settings, history=pd.DataFrame(rows), checkpoints=checkpoints)
+    return TrainResult(settings=settings, history=pd.DataFrame(rows), checkpoints=checkpoints.taken)
+
+
+def _masker(named: Dict[str, torch.Tensor], mask: Optional[Dict[str, torch.Tensor]]) -> Callable[[], None]:
+    """A function zeroing the masked weights in place (a no-op without a mask)."""
+    def apply() -> None:
+        if mask is not None:
+            with torch.no_grad():
+                for k, m in mask.items():
+                    named[k].mul_(m)
+
+    return apply
+
+
+class _Checkpoints:
+    """Weights taken every ``every`` epochs (steps rounded), at step 0 and at the last step."""
+
+    def __init__(self, model: nn.Module, per_epoch: int, steps: int, every: Optional[float],
+                 directory: Optional[Union[str, os.PathLike]]):
+        self.model, self.per_epoch = model, per_epoch
+        self.at: set = set()
+        if every:
+            stride = max(1, int(round(every * per_epoch)))
+            self.at = set(range(0, steps + 1, stride)) | {0, steps}
+        self.dir = Path(directory) if directory else None
+        if self.dir:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        self.taken: List[Dict[str, Any]] = []
+
+    def take(self, step: int) -> None:
+        if step not in self.at:
+            return
+        state = _state_numpy(self.model)
+        self.taken.append({"epoch": step / self.per_epoch, "step": step, "state": state})
+        if self.dir:
+            torch.save({k: torch.as_tensor(v) for k, v in state.items()}, self.dir / f"step{step:07d}.pt")
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -29,12 +28,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
-from .backend import DeviceLike, resolve_device
+from .backend import DeviceLike, available_memory, check_allocation, resolve_device, run_in_chunks
+from .batchnorm import has_batchnorm, reset_bn_buffers
 from .data import Dataset, as_dataset
 from .progress import Progress, ProgressLike
 
 __all__ = ["ParamSpec", "AffinePoints", "flatten", "unflatten", "load_theta", "evaluate_points", "batch_loss_sum",
-           "parameter_groups", "has_batchnorm"]
+           "parameter_groups"]
 
 BN_MODES = ("eval", "reset")
 
@@ -71,6 +71,18 @@ class ParamSpec:
     def to_dict(self) -> Dict[str, Any]:
         return {"names": list(self.names), "shapes": [list(s) for s in self.shapes]}
 
+    @classmethod
+    def of(cls, named: Sequence[Tuple[str, torch.Tensor]]) -> "ParamSpec":
+        """The layout of ``named`` tensors laid end to end, in the order given."""
+        names, shapes, offsets, off = [], [], [], 0
+        for n, p in named:
+            names.append(n)
+            shapes.append(tuple(p.shape))
+            offsets.append(off)
+            off += p.numel()
+        dtype = named[0][1].dtype if named else torch.float32
+        return cls(tuple(names), tuple(shapes), tuple(offsets), dtype)
+
 
 def _named_params(model: nn.Module, trainable_only: bool = True) -> List[Tuple[str, torch.Tensor]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad or not trainable_only]
@@ -83,15 +95,8 @@ def flatten(model: nn.Module, *, trainable_only: bool = True) -> Tuple[torch.Ten
     named = _named_params(model, trainable_only)
     if not named:
         raise ValueError("model has no trainable parameters to flatten")
-    names, shapes, offsets = [], [], []
-    off = 0
-    for n, p in named:
-        names.append(n)
-        shapes.append(tuple(p.shape))
-        offsets.append(off)
-        off += p.numel()
     theta = torch.cat([p.detach().reshape(-1) for _, p in named]).clone()
-    return theta, ParamSpec(tuple(names), tuple(shapes), tuple(offsets), theta.dtype)
+    return theta, dataclasses.replace(ParamSpec.of(named), dtype=theta.dtype)
 
 
 def unflatten(theta: torch.Tensor, spec: ParamSpec) -> Dict[str, torch.Tensor]:
@@ -114,10 +119,6 @@ def load_theta(model: nn.Module, theta: torch.Tensor, spec: Optional[ParamSpec] 
             raise ValueError(f"theta names parameter {name!r} which the model lacks")
         params[name].copy_(tensor.to(params[name].device, params[name].dtype))
     return model
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def parameter_groups(model: nn.Module, spec: Optional[ParamSpec] = None, *,
@@ -165,29 +166,6 @@ def batch_loss_sum(loss_fn: Callable, out: torch.Tensor, y: torch.Tensor) -> tor
 # --------------------------------------------------------------------------------------------
 # evaluation at many points
 # --------------------------------------------------------------------------------------------
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
-        return True
-    msg = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg
-                                              or "not enough memory" in msg)
-
-
-def _available_memory(dev: torch.device) -> int:
-    if dev.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(dev)
-        return int(free)
-    try:
-        import psutil  # type: ignore
-
-        return int(psutil.virtual_memory().available)
-    except Exception:
-        try:
-            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (ValueError, OSError, AttributeError):
-            return 2 << 30
-
-
 @torch.no_grad()
 def _activation_bytes(model: nn.Module, params: Dict[str, torch.Tensor], buffers: Dict[str, torch.Tensor],
                       xb: torch.Tensor) -> int:
@@ -207,102 +185,18 @@ def _activation_bytes(model: nn.Module, params: Dict[str, torch.Tensor], buffers
     return total[0]
 
 
-def auto_chunk(model: nn.Module, spec: ParamSpec, xb: torch.Tensor, dev: torch.device,
-               params: Dict[str, torch.Tensor], buffers: Dict[str, torch.Tensor], points: int) -> int:
+def point_bytes(model: nn.Module, spec: ParamSpec, xb: torch.Tensor, params: Dict[str, torch.Tensor],
+                buffers: Dict[str, torch.Tensor]) -> int:
+    """Estimated memory of one parameter point in a vectorised pass over the batch ``xb``."""
+    return 3 * _activation_bytes(model, params, buffers, xb) + 2 * spec.numel * 4
+
+
+def auto_chunk(per_point: int, dev: torch.device, points: int) -> int:
     """Number of points per pass that fits the memory available (at most 64 on a CPU, 1024 on a GPU)."""
-    per_point = 3 * _activation_bytes(model, params, buffers, xb) + 2 * spec.numel * 4
-    budget = 0.4 * _available_memory(dev) if dev.type == "cuda" else min(0.25 * _available_memory(dev), 2 << 30)
+    free = available_memory(dev)
+    budget = 0.4 * free if dev.type == "cuda" else min(0.25 * free, 2 << 30)
     cap = 1024 if dev.type == "cuda" else 64
     return int(max(1, min(cap, points, budget // max(per_point, 1))))
-
-
-@torch.no_grad()
-def channel_moments(model: nn.Module, modules: Dict[str, nn.Module], data: Dataset, *, batch_size: int,
-                    device: torch.device, inputs: bool = False) -> Dict[str, Tuple[torch.Tensor, torch.Tensor, int]]:
-    """Per-channel mean and (biased) variance of the outputs of ``modules`` (or their inputs, with
-    ``inputs=True``) pooled over all of ``data``, in float64, from one pass of ``model`` in its current mode.
-
-    Channels are dimension 1; every other dimension counts as samples.  A module the pass never reached is
-    absent from the answer.
-    """
-    sums: Dict[str, List[Any]] = {}
-
-    def record(name: str, t: torch.Tensor) -> None:
-        u = t.movedim(1, -1).reshape(-1, t.shape[1]).double() if t.dim() > 2 else t.double()
-        s = sums.setdefault(name, [0.0, 0.0, 0])
-        s[0] = s[0] + u.sum(0)
-        s[1] = s[1] + (u * u).sum(0)
-        s[2] += u.shape[0]
-
-    hooks = []
-    for name, mod in modules.items():
-        if inputs:
-            hooks.append(mod.register_forward_pre_hook(lambda m, args, name=name: record(name, args[0])))
-        else:
-            hooks.append(mod.register_forward_hook(lambda m, args, out, name=name: record(name, out)))
-    try:
-        for xb, _ in data.batches(batch_size, device=device):
-            model(xb)
-    finally:
-        for h in hooks:
-            h.remove()
-    out = {}
-    for name, (s1, s2, n) in sums.items():
-        mean = s1 / n
-        out[name] = (mean, (s2 / n - mean ** 2).clamp_min(0), n)
-    return out
-
-
-@torch.no_grad()
-def reset_bn(model: nn.Module, data: Any, *, batch_size: int = 512, device: DeviceLike = "auto") -> nn.Module:
-    """Recompute every BatchNorm's running statistics on ``data`` (in place; returns ``model``).
-
-    One pass over ``data`` in training mode (each BatchNorm normalises with its batch's statistics, as in
-    training; everything else, dropout included, in eval mode).  Each layer's running mean and unbiased
-    variance are then set to the pooled statistics of *all* the inputs it saw (sums over every batch,
-    weighted per sample), not to an average of per-batch variances.  A BatchNorm whose input does not
-    depend on another BatchNorm (the first one) gets the exact statistics of the whole data set for any
-    ``batch_size``; with one batch covering the data every layer is exact.  This is the one estimator used
-    by landscape maps (:func:`reset_bn_buffers`) and along interpolation paths (``workbench.connectivity``).
-    BatchNorms that do not track running statistics are left as they are.
-    """
-    bns = {str(i): m for i, m in enumerate(model.modules())
-           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None}
-    if not bns:
-        return model
-    ds = as_dataset(data, "train_data")
-    dev = resolve_device(device)
-    model.to(dev).eval()
-    for m in bns.values():
-        m.train()
-    try:
-        moments = channel_moments(model, bns, ds, batch_size=batch_size, device=dev, inputs=True)
-    finally:
-        for m in bns.values():
-            m.eval()
-    for key, m in bns.items():
-        if key not in moments:  # a BatchNorm the forward pass never reached
-            continue
-        mean, var, n = moments[key]
-        m.running_mean.copy_(mean.to(m.running_mean.dtype))
-        m.running_var.copy_((var * (n / max(n - 1, 1))).to(m.running_var.dtype))
-        if m.num_batches_tracked is not None:
-            m.num_batches_tracked.fill_(1)
-    return model
-
-
-@torch.no_grad()
-def reset_bn_buffers(model: nn.Module, theta: torch.Tensor, spec: ParamSpec, train_data: Dataset, *,
-                     batch_size: int, device: torch.device) -> Dict[str, torch.Tensor]:
-    """The model's buffers at ``theta`` with BatchNorm running statistics recomputed on ``train_data``.
-
-    The statistics are the pooled mean and unbiased variance of each BatchNorm's inputs over all of
-    ``train_data`` (the one estimator of :func:`reset_bn`, so maps and barriers agree).
-    """
-    work = copy.deepcopy(model).to(device)
-    load_theta(work, theta, spec)
-    reset_bn(work, train_data, batch_size=batch_size, device=device)
-    return {k: v.detach().clone() for k, v in work.named_buffers()}
 
 
 class AffinePoints:
@@ -331,6 +225,105 @@ class AffinePoints:
         return self.origin[None] + c @ self.directions
 
 
+
+class _Points:
+    """What every evaluation strategy shares: the model on the device, the data, the loss."""
+
+    def __init__(self, model: nn.Module, spec: ParamSpec, data: Dataset, loss_fn: Callable, batch_size: int,
+                 dev: torch.device):
+        self.model, self.spec, self.data, self.loss_fn = model, spec, data, loss_fn
+        self.batch_size, self.dev = batch_size, dev
+        self.int_targets = not data.y.is_floating_point()
+        self.passes = 0
+
+    def scores(self, out: torch.Tensor, yb: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(loss summed over the batch, number correct or NaN)`` of one output."""
+        loss = batch_loss_sum(self.loss_fn, out, yb)
+        if out.dim() == 2 and self.int_targets and yb.dim() == 1:
+            return loss, (out.argmax(-1) == yb).sum().to(loss.dtype)
+        return loss, torch.full((), float("nan"), dtype=loss.dtype, device=loss.device)
+
+
+class _Vectorised(_Points):
+    """A chunk of points per pass: ``torch.func.functional_call`` under ``vmap`` (the GPU path)."""
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+
+        def point(params, bufs, xb, yb):
+            return self.scores(functional_call(self.model, {**params, **bufs}, (xb,)), yb)
+
+        self.shared = vmap(point, in_dims=(0, None, None, None))
+        self.own = vmap(point, in_dims=(0, 0, None, None))
+
+    def block(self, thetas: torch.Tensor, bufs: Optional[Dict[str, torch.Tensor]],
+              base_buffers: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        params = unflatten(thetas, self.spec)
+        m = thetas.shape[0]
+        tot_loss = torch.zeros(m, dtype=torch.float64, device=self.dev)
+        tot_corr = torch.zeros(m, dtype=torch.float64, device=self.dev)
+        for xb, yb in self.data.batches(self.batch_size):
+            loss, corr = self.shared(params, base_buffers, xb, yb) if bufs is None else self.own(params, bufs, xb, yb)
+            tot_loss += loss.double()
+            tot_corr += corr.double()
+            self.passes += 1
+        return tot_loss, tot_corr
+
+
+class _Sequential(_Points):
+    """One point after another on a private copy whose parameters are views of one flat tensor: moving to
+    the next point is a single copy, then plain forward passes (the CPU path)."""
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self.work = copy.deepcopy(self.model).to(self.dev).eval()
+        self.flat = torch.empty(self.spec.numel, dtype=self.spec.dtype, device=self.dev)
+        wparams = dict(self.work.named_parameters())
+        for name, shape, sl in self.spec.items():
+            wparams[name].data = self.flat[sl].view(shape)
+        self.wbuffers = dict(self.work.named_buffers())
+
+    def block(self, thetas: torch.Tensor, bufs: Optional[Dict[str, torch.Tensor]],
+              base_buffers: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        m = thetas.shape[0]
+        tl = torch.zeros(m, dtype=torch.float64, device=self.dev)
+        tc = torch.zeros(m, dtype=torch.float64, device=self.dev)
+        for i in range(m):
+            self.flat.copy_(thetas[i])
+            for k, v in (bufs or {}).items():
+                self.wbuffers[k].copy_(v[i])
+            for xb, yb in self.data.batches(self.batch_size):
+                loss, corr = self.scores(self.work(xb), yb)
+                tl[i] += loss.double()
+                tc[i] += corr.double()
+                self.passes += 1
+        return tl, tc
+
+
+def _point_buffers(model: nn.Module, base: Dict[str, torch.Tensor], buffers: Optional[Dict[str, Any]], P: int,
+                   dev: torch.device) -> Optional[Dict[str, torch.Tensor]]:
+    if buffers is None:
+        return None
+    out = {k: torch.as_tensor(v).to(dev) for k, v in buffers.items()}
+    for k, v in out.items():
+        if k not in base or v.shape[0] != P:
+            raise ValueError(f"buffers[{k!r}] must be a (P={P}, ...) stack of a buffer the model has")
+    return out
+
+
+def _probe(model: nn.Module, ds: Dataset, loss_fn: Callable, batch_size: int) -> torch.Tensor:
+    """The first batch's inputs, after a clear error for data the model cannot take."""
+    first_x = next(ds.batches(batch_size))[0]
+    try:
+        with torch.no_grad():
+            batch_loss_sum(loss_fn, model(first_x[:2]), ds.y[:2])
+    except Exception as exc:
+        raise ValueError(f"the model cannot be evaluated on data with X of shape {tuple(ds.X.shape)} and "
+                         f"y of shape {tuple(ds.y.shape)} ({type(exc).__name__}: {exc}); pass data in the "
+                         "shape the model and loss_fn expect") from exc
+    return first_x
+
+
 def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: Optional[Callable] = None, *,
                     batch_size: int = 1024, chunk: Optional[int] = None, bn: str = "eval",
                     train_data: Any = None, buffers: Optional[Dict[str, torch.Tensor]] = None,
@@ -347,15 +340,13 @@ def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: 
     thetas : ``P x D`` tensor (or a single ``D`` vector), or an :class:`AffinePoints`.
     data : anything :func:`workbench.data.as_dataset` accepts; evaluated whole, in batches.
     loss_fn : ``loss_fn(output, target)`` returning the batch mean (default cross-entropy).
-    chunk : points per vectorised pass; ``None`` sizes it to the memory available.  Halved on
-        out-of-memory.
+    chunk : points per pass; ``None`` sizes it to the memory available.  Halved on out-of-memory.
     bn : ``"eval"`` (stored running statistics) or ``"reset"`` (recompute them at every point on
         ``train_data``, default ``data``).
     buffers : optional name -> ``(P, *shape)`` per-point buffers (e.g. interpolated BatchNorm statistics).
     vectorize : ``True`` evaluates a chunk of points in one :func:`torch.func.vmap` pass; ``False`` one
-        point after another on a private copy of the model (``model`` is deep-copied once per call; each
-        point's vector is copied into the copy's flat parameter storage, then plain forward passes run
-        per batch); ``"auto"`` vectorises on a GPU and not on a CPU, where it was measured not to pay.
+        point after another on a private copy of the model; ``"auto"`` vectorises on a GPU and not on a
+        CPU, where it was measured not to pay.
     info : optional dict filled with ``chunk`` (the chunk actually used), ``passes`` and ``vectorized``.
 
     Returns ``{"loss": (P,), "accuracy": (P,)}`` NumPy arrays; a point whose loss is NaN or infinite
@@ -376,140 +367,53 @@ def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: 
         raise ValueError(f"thetas has shape {tuple(thetas.shape)}; expected (P, {spec.numel}) "
                          f"for this model ({spec.numel} parameters), built with paramspace.flatten")
     P = thetas.shape[0]
-    model_dev = next(model.parameters()).device
     was_training = model.training
-    if model_dev != dev:
+    if next(model.parameters()).device != dev:
         model = copy.deepcopy(model).to(dev)
     model.eval()
     try:
-        base_buffers = {k: v.to(dev) for k, v in model.named_buffers()}
-        point_buffers: Optional[Dict[str, torch.Tensor]] = None
-        if buffers is not None:
-            point_buffers = {k: torch.as_tensor(v).to(dev) for k, v in buffers.items()}
-            for k, v in point_buffers.items():
-                if k not in base_buffers or v.shape[0] != P:
-                    raise ValueError(f"buffers[{k!r}] must be a (P={P}, ...) stack of a buffer the model has")
+        base = {k: v.to(dev) for k, v in model.named_buffers()}
+        point_bufs = _point_buffers(model, base, buffers, P, dev)
         ds_dev = ds.to(dev)
         train_ds = as_dataset(train_data, "train_data").to(dev) if train_data is not None else ds_dev
         has_bn = has_batchnorm(model)
-        do_reset = bn == "reset" and has_bn
-        int_targets = not ds_dev.y.is_floating_point()
+        vectorize = dev.type != "cpu" if vectorize == "auto" else bool(vectorize)
+        strategy = (_Vectorised if vectorize else _Sequential)(model, spec, ds_dev, loss_fn, batch_size, dev)
+        first_x = _probe(model, ds_dev, loss_fn, batch_size)
+        per_point = 0
+        if chunk is None or vectorize:  # the memory one point needs in a vectorised pass
+            per_point = point_bytes(model, spec, first_x, {k: v.to(dev) for k, v in unflatten(theta0, spec).items()},
+                                    base)
+        if chunk is not None and int(chunk) < 1:
+            raise ValueError(f"chunk={chunk}; use a positive number of points per pass or None")
+        chunk_now = auto_chunk(per_point, dev, P) if chunk is None else int(min(int(chunk), P))
+        losses, accs = np.full(P, np.nan), np.full(P, np.nan)
 
-        def point_fn(params, bufs, xb, yb):
-            out = functional_call(model, {**params, **bufs}, (xb,))
-            loss = batch_loss_sum(loss_fn, out, yb)
-            if out.dim() == 2 and int_targets and yb.dim() == 1:
-                correct = (out.argmax(-1) == yb).sum().to(loss.dtype)
-            else:
-                correct = torch.full((), float("nan"), dtype=loss.dtype, device=loss.device)
-            return loss, correct
-
-        if vectorize == "auto":
-            # On a GPU one vmap pass over a chunk of points replaces many small kernel launches.  On a CPU
-            # the chunk's activations leave the caches and convolutions with per-point weights become
-            # grouped convolutions: measured on 2 cores, separate passes were as fast or faster.
-            vectorize = dev.type != "cpu"
-        if vectorize:
-            vmapped_shared = vmap(point_fn, in_dims=(0, None, None, None))
-            vmapped_own = vmap(point_fn, in_dims=(0, 0, None, None))
-        else:
-            # one point after another on a private copy whose parameters are views of one flat tensor:
-            # moving to the next point is a single copy, then plain forward passes
-            work = copy.deepcopy(model).to(dev).eval()
-            flat = torch.empty(spec.numel, dtype=spec.dtype, device=dev)
-            wparams = dict(work.named_parameters())
-            for name, shape, sl in spec.items():
-                wparams[name].data = flat[sl].view(shape)
-            wbuffers = dict(work.named_buffers())
-
-            def loop_block(block, bufs):
-                m = block.shape[0]
-                tl = torch.zeros(m, dtype=torch.float64, device=dev)
-                tc = torch.zeros(m, dtype=torch.float64, device=dev)
-                for i in range(m):
-                    flat.copy_(block[i])
-                    if bufs is not None:
-                        for k, v in bufs.items():
-                            wbuffers[k].copy_(v[i])
-                    for xb, yb in ds_dev.batches(batch_size):
-                        out = work(xb)
-                        tl[i] += batch_loss_sum(loss_fn, out, yb).double()
-                        if out.dim() == 2 and int_targets and yb.dim() == 1:
-                            tc[i] += (out.argmax(-1) == yb).sum().double()
-                        else:
-                            tc[i] = float("nan")
-                return tl, tc
-
-        first_x = next(ds_dev.batches(batch_size))[0]
-        try:  # a clear error for data the model cannot take, before any vectorised pass
+        def work(start: int, stop: int):
+            point = spec.numel * torch.finfo(spec.dtype).bits // 8 + (per_point if vectorize else 0)
+            check_allocation(point * (stop - start), "a chunk of parameter points")
+            block = thetas[start:stop].to(dev, spec.dtype)
+            bufs = None
+            if bn == "reset" and has_bn:
+                per = [reset_bn_buffers(model, block[i], spec, train_ds, batch_size=batch_size, device=dev)
+                       for i in range(stop - start)]
+                bufs = {k: torch.stack([p[k] for p in per]) for k in per[0]}
+            elif point_bufs is not None:
+                bufs = {**{k: v.unsqueeze(0).expand(stop - start, *v.shape) for k, v in base.items()
+                           if k not in point_bufs}, **{k: v[start:stop] for k, v in point_bufs.items()}}
             with torch.no_grad():
-                probe = model(first_x[:2])
-                batch_loss_sum(loss_fn, probe, ds_dev.y[:2])
-        except Exception as exc:
-            raise ValueError(f"the model cannot be evaluated on data with X of shape {tuple(ds_dev.X.shape)} and "
-                             f"y of shape {tuple(ds_dev.y.shape)} ({type(exc).__name__}: {exc}); pass data in the "
-                             "shape the model and loss_fn expect") from exc
-        if chunk is None:
-            p0 = {k: v.to(dev) for k, v in unflatten(theta0, spec).items()}
-            chunk_now = auto_chunk(model, spec, first_x, dev, p0, base_buffers, P)
-        else:
-            if int(chunk) < 1:
-                raise ValueError(f"chunk={chunk}; use a positive number of points per pass or None")
-            chunk_now = int(min(int(chunk), P))
+                return strategy.block(block, bufs, base)
 
-        n_batches = -(-len(ds_dev) // batch_size) if batch_size else 1
-        losses = np.full(P, np.nan)
-        accs = np.full(P, np.nan)
-        n = len(ds_dev)
-        passes = 0
         with Progress(P, "points", progress) as bar:
-            start = 0
-            while start < P:
-                stop = min(P, start + chunk_now)
-                try:
-                    block = thetas[start:stop].to(dev, spec.dtype)
-                    params = unflatten(block, spec)
-                    if do_reset:
-                        per = [reset_bn_buffers(model, block[i], spec, train_ds, batch_size=batch_size, device=dev)
-                               for i in range(stop - start)]
-                        bufs = {k: torch.stack([p[k] for p in per]) for k in per[0]}
-                    elif point_buffers is not None:
-                        bufs = {**{k: v.unsqueeze(0).expand(stop - start, *v.shape)
-                                   for k, v in base_buffers.items() if k not in point_buffers},
-                                **{k: v[start:stop] for k, v in point_buffers.items()}}
-                    else:
-                        bufs = None
-                    tot_loss = torch.zeros(stop - start, dtype=torch.float64, device=dev)
-                    tot_corr = torch.zeros(stop - start, dtype=torch.float64, device=dev)
-                    with torch.no_grad():
-                        if not vectorize:
-                            tot_loss, tot_corr = loop_block(block, bufs)
-                            passes += (stop - start) * n_batches
-                        for xb, yb in (ds_dev.batches(batch_size) if vectorize else ()):
-                            if bufs is None:
-                                l, c = vmapped_shared(params, base_buffers, xb, yb)
-                            else:
-                                l, c = vmapped_own(params, bufs, xb, yb)
-                            tot_loss += l.double()
-                            tot_corr += c.double()
-                            passes += 1
-                except Exception as exc:  # shrink the chunk on out-of-memory
-                    if _is_oom(exc) and chunk_now > 1:
-                        chunk_now = max(1, chunk_now // 2)
-                        if dev.type == "cuda":
-                            torch.cuda.empty_cache()
-                        continue
-                    if _is_oom(exc):
-                        raise MemoryError(f"one parameter point does not fit in memory with batch_size={batch_size}; "
-                                          "lower batch_size") from exc
-                    raise
-                losses[start:stop] = (tot_loss / n).cpu().numpy()
-                accs[start:stop] = (tot_corr / n).cpu().numpy()
+            def done(start: int, stop: int, value) -> None:
+                losses[start:stop] = (value[0] / len(ds_dev)).cpu().numpy()
+                accs[start:stop] = (value[1] / len(ds_dev)).cpu().numpy()
                 bar.update(stop - start)
-                start = stop
+
+            chunk_now = run_in_chunks(P, chunk_now, work, device=dev, on_done=done, what="parameter points")
     finally:
         model.train(was_training)
     if info is not None:
-        info.update(chunk=chunk_now, passes=passes, points=P, device=str(dev), bn=bn if has_bn else "none",
-                    vectorized=bool(vectorize))
+        info.update(chunk=chunk_now, passes=strategy.passes, points=P, device=str(dev),
+                    bn=bn if has_bn else "none", vectorized=bool(vectorize))
     return {"loss": losses, "accuracy": accs}

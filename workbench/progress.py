@@ -6,6 +6,10 @@ Analyses accept ``progress=`` with one of:
 * ``False`` / ``None``: silent;
 * a callable ``fn(done, total, description)``: called after each step.  A panel uses this to drive its
   own progress bar; the callable may raise :class:`Cancelled` to stop the computation cleanly.
+
+An analysis made of several stages reports one overall progress: :meth:`Progress.stage` hands a
+sub-computation a ``progress`` argument of its own whose steps fill one step of the parent, so the
+caller sees ``done / total`` rise smoothly across stages and a description naming the current stage.
 """
 from __future__ import annotations
 
@@ -21,12 +25,16 @@ class Cancelled(Exception):
 
 
 class Progress:
-    """A small progress handle: ``with Progress(total, "svd", progress) as p: p.update()``."""
+    """A small progress handle: ``with Progress(total, "svd", progress) as p: p.update()``.
+
+    ``done`` may be fractional while a stage (:meth:`stage`) is under way.
+    """
 
     def __init__(self, total: int, desc: str = "", progress: ProgressLike = True, leave: bool = False):
         self.total = int(total)
         self.desc = desc
-        self.done = 0
+        self.done: float = 0
+        self._reported: float = 0  # the furthest point reported, stages included
         self._callback: Optional[Callable[[int, int, str], None]] = None
         self._bar = None
         if callable(progress):
@@ -34,12 +42,23 @@ class Progress:
         elif progress:
             self._bar = tqdm(total=self.total, desc=desc, leave=leave)
 
-    def update(self, n: int = 1) -> None:
-        self.done += n
+    def _report(self, done: float, desc: str) -> None:
+        self._reported = max(self._reported, done)
         if self._bar is not None:
-            self._bar.update(n)
+            self._bar.n = done
+            self._bar.set_description(desc, refresh=False)
+            self._bar.refresh()
         if self._callback is not None:
-            self._callback(self.done, self.total, self.desc)
+            self._callback(done, self.total, desc)
+
+    def update(self, n: float = 1) -> None:
+        staged = self._reported > self.done  # a stage reported fractions past the last whole step
+        self.done = max(self.done + n, self._reported)
+        if self._bar is not None and self._callback is None and not staged:
+            self._bar.update(n)  # tqdm rate-limits its redraws
+            self._reported = self.done
+            return
+        self._report(self.done, self.desc)
 
     def set_total(self, total: int) -> None:
         """Change the number of steps (e.g. once a refinement decides how many more it needs)."""
@@ -53,6 +72,24 @@ class Progress:
         if self._bar is not None:
             self._bar.set_description(desc)
 
+    def stage(self, name: str, steps: float = 1) -> Callable[[float, float, str], None]:
+        """A ``progress`` callable for a sub-computation that counts as ``steps`` of this handle.
+
+        The sub-computation's own ``done / total`` fills those steps; descriptions read
+        ``"<name>: <its description>"``.  When it finishes, call :meth:`update` with ``steps`` (or let the
+        next stage start from where this one ended: the handle never goes backwards).  A cancelling
+        callback raises through the sub-computation as usual.
+        """
+        start = max(self.done, self._reported)
+
+        def report(done: float, total: float, desc: str = "") -> None:
+            frac = min(1.0, max(0.0, done / total)) if total else 0.0
+            label = f"{name}: {desc}" if desc and desc != name else name
+            self._report(start + steps * frac, label)
+
+        report.__name__ = f"stage_{name}"
+        return report
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
@@ -63,5 +100,18 @@ class Progress:
             self._callback(0, self.total, self.desc)
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        # finished: the bar ends full even when the work needed fewer steps than announced (a search that
+        # converged early); a callback that cancels here still stops the caller
+        try:
+            if exc_type is None and max(self.done, self._reported) < self.total:
+                self.done = self.total
+                self._report(self.total, self.desc)
+        finally:
+            self.close()
+
+
+def quiet(progress: ProgressLike) -> ProgressLike:
+    """``progress`` for a sub-computation of a step that already reports: a callable is passed through
+    (so cancellation still reaches it), a bar request becomes silent."""
+    return progress if callable(progress) else False

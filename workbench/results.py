@@ -29,6 +29,10 @@ FORMAT_VERSION = 1
 
 def _encode(value: Any, arrays: Dict[str, np.ndarray], prefix: str) -> Any:
     """Turn ``value`` into JSON, moving arrays into ``arrays`` under unique keys."""
+    if isinstance(value, Result):  # a nested result (e.g. the plane inside a landscape report)
+        return {"__result__": _class_path(type(value)),
+                "fields": {f.name: _encode(getattr(value, f.name), arrays, prefix)
+                           for f in dataclasses.fields(value)}}
     if isinstance(value, np.ndarray):
         key = f"a{len(arrays)}"
         arrays[key] = value
@@ -77,6 +81,8 @@ def _decode(value: Any, arrays: Dict[str, np.ndarray]) -> Any:
         return value
     if "__array__" in value:
         return arrays[value["__array__"]]
+    if "__result__" in value:
+        return _build(_class_of(value["__result__"]), {k: _decode(v, arrays) for k, v in value["fields"].items()})
     if "__frame__" in value:
         data = {}
         for col in value["__frame__"]:
@@ -113,6 +119,23 @@ def _decode(value: Any, arrays: Dict[str, np.ndarray]) -> Any:
     return value
 
 
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _class_of(path: str) -> type:
+    module, qualname = path.split(":")
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _build(cls: type, values: Dict[str, Any]) -> "Result":
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
 @dataclasses.dataclass
 class Result:
     """Base of every analysis result.  Subclasses are dataclasses; ``settings`` is always present."""
@@ -135,7 +158,7 @@ class Result:
                   for f in dataclasses.fields(self)}
         meta = {
             "format": FORMAT_VERSION,
-            "class": f"{type(self).__module__}:{type(self).__qualname__}",
+            "class": _class_path(type(self)),
             "fields": fields,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,15 +178,10 @@ class Result:
         with np.load(path, allow_pickle=False) as npz:
             meta = json.loads(bytes(npz["__meta__"]).decode())
             arrays = {k: npz[k] for k in npz.files if k != "__meta__"}
-        module, qualname = meta["class"].split(":")
-        target = importlib.import_module(module)
-        for part in qualname.split("."):
-            target = getattr(target, part)
+        target = _class_of(meta["class"])
         if not (isinstance(target, type) and issubclass(target, cls)):
             raise TypeError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
-        values = {k: _decode(v, arrays) for k, v in meta["fields"].items()}
-        names = {f.name for f in dataclasses.fields(target)}
-        return target(**{k: v for k, v in values.items() if k in names})
+        return _build(target, {k: _decode(v, arrays) for k, v in meta["fields"].items()})
 
     # -- display -----------------------------------------------------------------------------
     def _repr_html_(self) -> str:

@@ -42,7 +42,8 @@ import pandas as pd
 
 from .progress import Cancelled, Progress, ProgressLike
 
-__all__ = ["grid", "cell_key", "Store", "SweepResult", "SweepError", "CostEstimate", "run", "estimate_cost"]
+__all__ = ["grid", "cell_key", "fingerprint", "Store", "SweepResult", "SweepError", "CostEstimate", "run",
+           "estimate_cost"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -88,6 +89,53 @@ def cell_key(cell: Mapping[str, Any]) -> str:
         raise TypeError(f"a cell must be a dict of settings, got {type(cell).__name__}")
     text = json.dumps(_canonical(dict(cell)), sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+def _digest(h: "hashlib._Hash", obj: Any) -> None:
+    """Feed ``obj`` into the hash ``h``: tensors and arrays by dtype, shape and bytes; state dicts and
+    mappings key by key; a Dataset by its inputs and targets; a module by its class and state dict."""
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        h.update(type(obj).__qualname__.encode())
+        obj = obj.state_dict()
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
+    elif isinstance(obj, np.ndarray):
+        a = np.ascontiguousarray(obj)
+        h.update(str((a.shape, str(a.dtype))).encode())
+        h.update(a.tobytes())
+    elif isinstance(obj, Mapping):
+        for k in sorted(obj, key=str):
+            h.update(str(k).encode())
+            _digest(h, obj[k])
+    elif hasattr(obj, "X") and hasattr(obj, "y"):  # a workbench Dataset
+        _digest(h, obj.X)
+        _digest(h, obj.y)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            _digest(h, item)
+    else:
+        h.update(json.dumps(_canonical(obj), sort_keys=True).encode() if _jsonable(obj) else repr(obj).encode())
+
+
+def _jsonable(obj: Any) -> bool:
+    try:
+        _canonical(obj)
+        return True
+    except TypeError:
+        return False
+
+
+def fingerprint(*objs: Any) -> str:
+    """A stable content hash of models, state dicts, tensors, arrays, data sets and plain settings, for cell
+    keys: the same content gives the same fingerprint in any process, on any device."""
+    h = hashlib.sha1()
+    for obj in objs:
+        _digest(h, obj)
+    return h.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,6 +338,69 @@ def _prepare(cells: Iterable[Mapping[str, Any]]) -> Tuple[List[Dict[str, Any]], 
     return cells, keys
 
 
+def _load_stored(st: Optional[Store], cells, keys, recompute: bool):
+    """``(values, seconds, loaded keys, cells to run)``: what the store already holds, and the rest."""
+    values: Dict[str, Any] = {}
+    seconds: Dict[str, float] = {}
+    loaded: List[str] = []
+    todo: List[Tuple[Dict[str, Any], str]] = []
+    for cell, key in zip(cells, keys):
+        if st is not None and not recompute and key in st:
+            try:
+                payload = st.read(key)
+            except Exception:  # unreadable file (foreign or damaged): compute the cell again
+                todo.append((cell, key))
+                continue
+            values[key] = payload["value"]
+            seconds[key] = payload.get("seconds", float("nan"))
+            loaded.append(key)
+        else:
+            todo.append((cell, key))
+    return values, seconds, loaded, todo
+
+
+def _run_serial(fn, todo, store_path, finish, errors, on_error, bar) -> Optional[Tuple[str, BaseException]]:
+    for cell, key in todo:
+        try:
+            finish(*_run_cell(fn, cell, key, store_path))
+        except (Cancelled, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            errors[key] = exc
+            if on_error == "raise":
+                return key, exc
+        bar.update()
+    return None
+
+
+def _run_pool(ex, fn, todo, store_path, finish, errors, on_error, bar) -> Optional[Tuple[str, BaseException]]:
+    futures = {ex.submit(_run_cell, fn, cell, key, store_path): key for cell, key in todo}
+    pending = set(futures)
+    first_error: Optional[Tuple[str, BaseException]] = None
+    try:
+        while pending:
+            done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                key = futures[fut]
+                if fut.cancelled():
+                    continue
+                exc = fut.exception()
+                if exc is None:
+                    finish(*fut.result())
+                else:
+                    errors[key] = exc
+                    if on_error == "raise" and first_error is None:
+                        first_error = (key, exc)
+                        for other in pending:  # stop what has not started yet
+                            other.cancel()
+                bar.update()
+    except BaseException:
+        for fut in pending:
+            fut.cancel()
+        raise
+    return first_error
+
+
 def run(fn: Callable[..., Any], cells: Iterable[Mapping[str, Any]], *, store: Union[None, PathLike, Store] = None,
         executor: Any = None, max_workers: Optional[int] = None, progress: ProgressLike = True,
         on_error: str = "raise", recompute: bool = False) -> SweepResult:
@@ -313,26 +424,9 @@ def run(fn: Callable[..., Any], cells: Iterable[Mapping[str, Any]], *, store: Un
     st = _as_store(store)
     if st is not None:
         st.clean()
-    values: Dict[str, Any] = {}
-    seconds: Dict[str, float] = {}
-    loaded: List[str] = []
-    todo: List[Tuple[Dict[str, Any], str]] = []
-    for cell, key in zip(cells, keys):
-        if st is not None and not recompute and key in st:
-            try:
-                payload = st.read(key)
-            except Exception:  # unreadable file (foreign or damaged): compute the cell again
-                todo.append((cell, key))
-                continue
-            values[key] = payload["value"]
-            seconds[key] = payload.get("seconds", float("nan"))
-            loaded.append(key)
-        else:
-            todo.append((cell, key))
-
+    values, seconds, loaded, todo = _load_stored(st, cells, keys, recompute)
     ex, owned, ex_name = _resolve_executor(executor, max_workers)
-    settings = dict(executor=ex_name, store=str(st.path) if st else None, cells=len(cells),
-                    on_error=on_error)
+    settings = dict(executor=ex_name, store=str(st.path) if st else None, cells=len(cells), on_error=on_error)
     computed: List[str] = []
     errors: Dict[str, BaseException] = {}
     store_path = str(st.path) if st is not None else None
@@ -349,52 +443,18 @@ def run(fn: Callable[..., Any], cells: Iterable[Mapping[str, Any]], *, store: Un
     with Progress(len(cells), "sweep", progress) as bar:
         if loaded:
             bar.update(len(loaded))
-        first_error: Optional[Tuple[str, BaseException]] = None
         try:
             if ex is None:
-                for cell, key in todo:
-                    try:
-                        finish(*_run_cell(fn, cell, key, store_path))
-                    except (Cancelled, KeyboardInterrupt):
-                        raise
-                    except Exception as exc:
-                        errors[key] = exc
-                        if on_error == "raise":
-                            first_error = (key, exc)
-                            break
-                    bar.update()
+                first_error = _run_serial(fn, todo, store_path, finish, errors, on_error, bar)
             else:
-                futures = {ex.submit(_run_cell, fn, cell, key, store_path): key for cell, key in todo}
-                pending = set(futures)
-                try:
-                    while pending:
-                        done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                        for fut in done:
-                            key = futures[fut]
-                            if fut.cancelled():
-                                continue
-                            exc = fut.exception()
-                            if exc is None:
-                                finish(*fut.result())
-                            else:
-                                errors[key] = exc
-                                if on_error == "raise" and first_error is None:
-                                    first_error = (key, exc)
-                                    for other in pending:  # stop what has not started yet
-                                        other.cancel()
-                            bar.update()
-                except BaseException:
-                    for fut in pending:
-                        fut.cancel()
-                    raise
+                first_error = _run_pool(ex, fn, todo, store_path, finish, errors, on_error, bar)
         finally:
             if owned and ex is not None:
                 ex.shutdown(wait=True, cancel_futures=True)
     if first_error is not None:
         key, exc = first_error
-        done_n = len(values)
         raise SweepError(f"cell {by_key[key]} failed with {type(exc).__name__}: {exc} "
-                         f"({done_n}/{len(cells)} cells are finished"
+                         f"({len(values)}/{len(cells)} cells are finished"
                          + (f" and stored in {st.path}; run again to resume)" if st else
                             "; pass store= to keep them across runs)"), by_key[key]) from exc
     return SweepResult(cells, values, computed=computed, loaded=loaded, seconds=seconds, errors=errors,
