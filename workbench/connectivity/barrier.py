@@ -1,234 +1,26 @@
-"""Loss and error along the straight path between two networks, and every named barrier variant.
+"""Loss and error along the straight path between two networks, with every named barrier variant.
 
-Path: ``theta(a) = (1 - a) theta_A + a theta_B``; ``f(a)`` is the loss or the error (1 - accuracy) on a
-named split.  The variants (REFERENCE section 2):
-
-* ``max_minus_mean``  (Frankle; Git Re-Basin): ``max_a f(a) - (f(0) + f(1)) / 2``;
-* ``max_minus_chord`` (Entezari): ``max_a [f(a) - ((1 - a) f(0) + a f(1))]``;
-* ``midpoint``        (Entezari code, REPAIR): ``f(1/2) - (f(0) + f(1)) / 2``;
-* ``signed_mc``       (Yang 2021): ``(f(0) + f(1))/2 - f(t*)``, ``t* = argmax_t |(f(0) + f(1))/2 - f(t)|``
-  (negative: a barrier; positive: the path is better than its ends).
-
-BatchNorm along the path (``bn=``): ``"interpolate"`` (running statistics interpolated like weights),
-``"reset"`` (running statistics recomputed on the training data at every ``a``, 0 and 1 included),
-``"repair"`` (REPAIR, Jordan et al. 2022: statistics reset, then every hidden channel's mean and standard
-deviation rescaled to the interpolation of the endpoints' ones, folded into the layer's weight and bias;
-also at every ``a``).
+The path, the BatchNorm modes and the variants are those of :mod:`workbench.paths`
+(``docs/connectivity.md``): ``max_minus_mean``, ``max_minus_chord``, ``midpoint`` and ``signed_mc``; BatchNorm
+``interpolate``, ``reset`` or ``repair``.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import warnings
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 import torch.nn as nn
 
-from ..backend import DeviceLike, resolve_device
-from ..data import Dataset, as_dataset
-from ..models import evaluate
-from ..paramspace import channel_moments, reset_bn
+from ..backend import DeviceLike
+from ..batchnorm import has_batchnorm
+from ..data import as_dataset
+from ..paths import BN_MODES, VARIANTS, PathEvaluator, barrier_argmax, barrier_variants, peak_indices
 from ..progress import Progress, ProgressLike
 from ..results import Result
 
-VARIANTS = ("max_minus_mean", "max_minus_chord", "midpoint", "signed_mc")
-BN_MODES = ("interpolate", "reset", "repair")
-_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-# --------------------------------------------------------------------------------------------
-# the variants on a curve
-# --------------------------------------------------------------------------------------------
-def barrier_variants(alphas: Sequence[float], values: Sequence[float]) -> Dict[str, float]:
-    """Every barrier variant of the curve ``values`` at ``alphas`` (sorted, including 0 and 1).
-
-    ``midpoint`` uses ``f(1/2)``, linearly interpolated when 1/2 is not a grid point.
-    """
-    a = np.asarray(alphas, dtype=np.float64)
-    f = np.asarray(values, dtype=np.float64)
-    if a.ndim != 1 or a.shape != f.shape or len(a) < 2:
-        raise ValueError(f"alphas and values must be 1-D of the same length (got {a.shape} and {f.shape})")
-    order = np.argsort(a, kind="stable")
-    a, f = a[order], f[order]
-    if not (np.isclose(a[0], 0.0) and np.isclose(a[-1], 1.0)):
-        raise ValueError(f"alphas must include both ends 0 and 1 (got {a[0]} .. {a[-1]})")
-    if not np.all(np.isfinite(f)):
-        bad = a[~np.isfinite(f)]
-        raise FloatingPointError(f"the curve is not finite at alpha={bad.tolist()[:5]} (NaN or infinite loss)")
-    f0, f1 = f[0], f[-1]
-    mean_ends = (f0 + f1) / 2
-    chord = (1 - a) * f0 + a * f1
-    dev = np.abs(mean_ends - f)
-    t = int(np.argmax(dev))
-    return {
-        "max_minus_mean": float(f.max() - mean_ends),
-        "max_minus_chord": float((f - chord).max()),
-        "midpoint": float(np.interp(0.5, a, f) - mean_ends),
-        "signed_mc": float(mean_ends - f[t]),
-    }
-
-
-def barrier_argmax(alphas: Sequence[float], values: Sequence[float]) -> Dict[str, float]:
-    """The alpha at which each variant is attained."""
-    a = np.asarray(alphas, dtype=np.float64)
-    f = np.asarray(values, dtype=np.float64)
-    chord = (1 - a) * f[np.argmin(a)] + a * f[np.argmax(a)]
-    mean_ends = (f[np.argmin(a)] + f[np.argmax(a)]) / 2
-    return {"max_minus_mean": float(a[np.argmax(f)]), "max_minus_chord": float(a[np.argmax(f - chord)]),
-            "midpoint": 0.5, "signed_mc": float(a[np.argmax(np.abs(mean_ends - f))])}
-
-
-# --------------------------------------------------------------------------------------------
-# interpolation and BatchNorm handling
-# --------------------------------------------------------------------------------------------
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, _BN_TYPES) for m in model.modules())
-
-
-def interpolate_state(state_a: Dict[str, torch.Tensor], state_b: Dict[str, torch.Tensor], alpha: float, *,
-                      keys: Optional[Iterable[str]] = None) -> Dict[str, torch.Tensor]:
-    """``(1 - alpha) A + alpha B`` for floating entries (all, or only ``keys``); others are taken from A."""
-    chosen = set(state_a) if keys is None else set(keys)
-    out = {}
-    for k, va in state_a.items():
-        vb = state_b[k]
-        if k in chosen and va.is_floating_point():
-            out[k] = torch.lerp(va, vb.to(va.device, va.dtype), float(alpha))
-        else:
-            out[k] = va.clone()
-    return out
-
-
-def _site_stats(model: nn.Module, modules: Sequence[str], data: Dataset, *, batch_size: int,
-                device: torch.device) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
-    """Per-channel mean and standard deviation of the outputs of ``modules`` over ``data``."""
-    named = dict(model.named_modules())
-    model.to(device).eval()
-    moments = channel_moments(model, {name: named[name] for name in modules}, data, batch_size=batch_size,
-                              device=device)
-    return {name: (mean, var.sqrt()) for name, (mean, var, _n) in moments.items()}
-
-
-def repair_sites(model: nn.Module, data: Any = None) -> List[str]:
-    """Modules whose output channels REPAIR rescales: a derived spec's hidden sites with an affine part.
-
-    ``data`` (a few examples suffice) supplies the input used to trace the model; without it the input
-    shape is inferred where possible (see :func:`workbench.connectivity.permutation.example_input`).
-    """
-    from .permutation import permutation_spec
-
-    spec = permutation_spec(model, data)
-    named = dict(model.named_modules())
-    sites = []
-    for module, _perm, _kind in spec.sites:
-        mod = named.get(module)
-        if isinstance(mod, _BN_TYPES) and mod.affine:
-            sites.append(module)
-        elif isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and mod.bias is not None:
-            sites.append(module)
-    return sites
-
-
-@torch.no_grad()
-def repair(model: nn.Module, stats_a: Dict[str, Tuple[torch.Tensor, torch.Tensor]],
-           stats_b: Dict[str, Tuple[torch.Tensor, torch.Tensor]], alpha: float, data: Dataset, *,
-           sites: Sequence[str], batch_size: int = 512, device: DeviceLike = "auto") -> nn.Module:
-    """REPAIR the interpolated ``model`` in place: reset BN statistics, then, site by site in forward
-    order, rescale each channel so its mean and std equal ``(1 - alpha)`` A's + ``alpha`` B's."""
-    dev = resolve_device(device)
-    reset_bn(model, data, batch_size=batch_size, device=dev)
-    named = dict(model.named_modules())
-    for site in sites:
-        mean_i, std_i = _site_stats(model, [site], data, batch_size=batch_size, device=dev)[site]
-        ma, sa = stats_a[site]
-        mb, sb = stats_b[site]
-        mean_t = (1 - alpha) * ma + alpha * mb
-        std_t = (1 - alpha) * sa + alpha * sb
-        ratio = std_t / (std_i + 1e-8)
-        mod = named[site]
-        w = mod.weight
-        shape = (-1,) + (1,) * (w.dim() - 1)
-        w.mul_(ratio.to(w.dtype).view(shape))
-        mod.bias.copy_(((mod.bias.double() - mean_i) * ratio + mean_t).to(mod.bias.dtype))
-    return model
-
-
-class PathEvaluator:
-    """Evaluates models on the straight path A -> B with one of the BatchNorm modes."""
-
-    def __init__(self, model_a: nn.Module, model_b: nn.Module, *, bn: str = "reset", train_data: Any = None,
-                 fallback_data: Any = None, batch_size: int = 512, device: DeviceLike = "auto",
-                 loss_fn: Optional[Callable] = None, keys: Optional[Iterable[str]] = None,
-                 base: str = "a"):
-        from .permutation import check_same_architecture
-
-        if bn not in BN_MODES:
-            raise ValueError(f"bn={bn!r}; choose one of {BN_MODES}")
-        check_same_architecture(model_a, model_b)
-        self.dev = resolve_device(device)
-        self.bn = bn
-        self.loss_fn = loss_fn
-        self.batch_size = batch_size
-        self.keys = None if keys is None else set(keys)
-        self.state_a = {k: v.detach().to(self.dev) for k, v in model_a.state_dict().items()}
-        self.state_b = {k: v.detach().to(self.dev) for k, v in model_b.state_dict().items()}
-        self.base = base
-        self.work = copy.deepcopy(model_a).to(self.dev).eval()
-        self.bn_data: Optional[str] = None
-        self.train = None
-        needs_data = bn == "repair" or (bn == "reset" and has_batchnorm(model_a))
-        if needs_data:
-            if train_data is None:
-                if fallback_data is None:
-                    raise ValueError(f"bn={bn!r} needs train_data= to recompute statistics")
-                warnings.warn(f"bn={bn!r} without train_data=: statistics are recomputed on the evaluation "
-                              "data; pass train_data= for the standard protocol", stacklevel=3)
-                self.train = as_dataset(fallback_data, "data")
-                self.bn_data = "data"
-            else:
-                self.train = as_dataset(train_data, "train_data")
-                self.bn_data = "train_data"
-        self.sites: List[str] = []
-        if bn == "repair":
-            self.sites = repair_sites(model_a, self.train)
-            ma = copy.deepcopy(model_a).to(self.dev).eval()
-            mb = copy.deepcopy(model_b).to(self.dev).eval()
-            self.stats_a = _site_stats(ma, self.sites, self.train, batch_size=batch_size, device=self.dev)
-            self.stats_b = _site_stats(mb, self.sites, self.train, batch_size=batch_size, device=self.dev)
-
-    def state_at(self, alpha: float) -> Dict[str, torch.Tensor]:
-        if self.keys is None:
-            return interpolate_state(self.state_a, self.state_b, alpha)
-        if self.base == "a":
-            return interpolate_state(self.state_a, self.state_b, alpha, keys=self.keys)
-        # base B: the group moves from A (alpha=0) to B, the rest stays at B
-        out = interpolate_state(self.state_a, self.state_b, alpha, keys=self.keys)
-        for k in self.state_b:
-            if k not in self.keys:
-                out[k] = self.state_b[k].clone()
-        return out
-
-    def model_at(self, alpha: float) -> nn.Module:
-        """The model at ``alpha`` (the evaluator's working copy, overwritten by the next call).
-
-        ``reset`` and ``repair`` recompute the statistics at every ``alpha``, the ends included, so every
-        point of a curve is produced the same way (the ends then differ from the stored models only by
-        their recomputed BatchNorm statistics).
-        """
-        self.work.load_state_dict(self.state_at(alpha))
-        if self.bn == "reset" and self.train is not None:
-            reset_bn(self.work, self.train, batch_size=self.batch_size, device=self.dev)
-        elif self.bn == "repair":
-            repair(self.work, self.stats_a, self.stats_b, alpha, self.train, sites=self.sites,
-                   batch_size=self.batch_size, device=self.dev)
-        return self.work
-
-    def evaluate(self, alpha: float, data: Dataset) -> Dict[str, float]:
-        model = self.model_at(alpha)
-        return evaluate(model, data, loss_fn=self.loss_fn, batch_size=self.batch_size, device=self.dev)
+__all__ = ["BarrierResult", "barrier", "summarize", "BN_MODES", "VARIANTS"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,22 +88,13 @@ def _grid(points: int) -> np.ndarray:
     return np.unique(np.concatenate([np.linspace(0.0, 1.0, points), [0.5]]))
 
 
-def _peak_indices(alphas: np.ndarray, values: np.ndarray) -> List[int]:
-    """Grid indices where the variants of one curve are attained: ``max f``, ``max (f - chord)`` and the
-    signed-mc ``t* = argmax |(f(0) + f(1))/2 - f|`` (``alphas`` sorted, from 0 to 1)."""
-    f = np.asarray(values, dtype=np.float64)
-    chord = (1 - alphas) * f[0] + alphas * f[-1]
-    mean_ends = (f[0] + f[-1]) / 2
-    return [int(np.argmax(f)), int(np.argmax(f - chord)), int(np.argmax(np.abs(mean_ends - f)))]
-
-
 def _refined(alphas: np.ndarray, curves: Sequence[np.ndarray], refine: int) -> List[float]:
     """New alphas, ``refine`` between the grid neighbours of each peak of each curve (see
-    :func:`_peak_indices`); peaks at an end of the path and points already on the grid add nothing."""
+    :func:`workbench.paths.peak_indices`); peaks at an end of the path and points already on the grid add nothing."""
     if refine <= 0:
         return []
     alphas = np.asarray(alphas, dtype=np.float64)
-    peaks = sorted({i for values in curves for i in _peak_indices(alphas, values)})
+    peaks = sorted({i for values in curves for i in peak_indices(alphas, values)})
     new: List[float] = []
     for i in peaks:
         if i in (0, len(alphas) - 1):
@@ -323,18 +106,10 @@ def _refined(alphas: np.ndarray, curves: Sequence[np.ndarray], refine: int) -> L
     return sorted(new)
 
 
-def _endpoint_mode(bn: str, path: PathEvaluator) -> str:
-    """How the models at alpha 0 and 1 were evaluated: with their ``"stored"`` statistics or, like every
-    other point, after ``"reset"`` / ``"repair"``."""
-    if bn == "repair":
-        return "repair"
-    return "reset" if (bn == "reset" and path.train is not None) else "stored"
-
-
 def barrier(model_a: nn.Module, model_b: nn.Module, data: Any, *, loss_fn: Optional[Callable] = None,
             points: int = 25, bn: str = "reset", train_data: Any = None, refine: int = 6,
             variant: str = "max_minus_mean", split: str = "test", evaluate_train: bool = True,
-            batch_size: int = 512, device: DeviceLike = "auto", progress: ProgressLike = False) -> BarrierResult:
+            batch_size: int = 512, device: DeviceLike = "auto", progress: ProgressLike = True) -> BarrierResult:
     """Loss and error along ``(1 - a) A + a B`` on ``data`` (and on ``train_data``), with every variant.
 
     ``points`` evenly spaced alphas (plus 1/2), then ``refine`` more between the grid neighbours of every
@@ -351,24 +126,12 @@ def barrier(model_a: nn.Module, model_b: nn.Module, data: Any, *, loss_fn: Optio
     train = as_dataset(train_data, "train_data") if train_data is not None else None
     path = PathEvaluator(model_a, model_b, bn=bn, train_data=train, fallback_data=test, batch_size=batch_size,
                          device=device, loss_fn=loss_fn)
-    splits: List[Tuple[str, Dataset]] = [(split, test)]
+    splits = {split: test}
     if train is not None and evaluate_train:
-        splits.append(("train", train))
+        splits["train"] = train
     rows: List[Dict[str, Any]] = []
-
-    def run(alist, bar):
-        for a in alist:
-            path.model_at(float(a))
-            for name, ds in splits:
-                ev = evaluate(path.work, ds, loss_fn=loss_fn, batch_size=batch_size, device=path.dev)
-                if not np.isfinite(ev["loss"]):
-                    raise FloatingPointError(f"loss is {ev['loss']} at alpha={a} on split {name!r}")
-                rows.append({"alpha": float(a), "split": name, "loss": ev["loss"], "accuracy": ev["accuracy"],
-                             "error": 1.0 - ev["accuracy"]})
-            bar.update()
-
     with Progress(len(alphas) + 2 * refine, "interpolation", progress) as bar:
-        run(alphas, bar)
+        rows += path.curve(alphas, splits, on_point=bar.update)
         first = pd.DataFrame(rows)
         curves = []
         for _name, c in first.groupby("split", sort=False):
@@ -376,11 +139,11 @@ def barrier(model_a: nn.Module, model_b: nn.Module, data: Any, *, loss_fn: Optio
             curves += [c["loss"].to_numpy(), c["error"].to_numpy()]
         extra = _refined(alphas, curves, refine)
         bar.set_total(bar.done + len(extra))
-        run(extra, bar)
+        rows += path.curve(extra, splits, on_point=bar.update)
     curve = pd.DataFrame(rows).sort_values(["split", "alpha"], kind="stable").reset_index(drop=True)
     settings = dict(points=points, refine=refine, bn=bn, variant=variant, split=split, device=str(path.dev),
                     bn_data=path.bn_data, batch_size=batch_size, data=test.name,
-                    bn_endpoints=_endpoint_mode(bn, path), refined=[float(a) for a in extra],
+                    bn_endpoints=path.endpoint_mode, refined=[float(a) for a in extra],
                     train_data=None if train is None else train.name,
                     loss_fn=getattr(loss_fn, "__name__", "cross_entropy") if loss_fn else "cross_entropy",
                     batchnorm=has_batchnorm(model_a))

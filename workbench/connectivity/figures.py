@@ -8,8 +8,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..plotting import COLORS, base_layout
+from .analysis import ConnectivityResult
 from .barrier import BarrierResult
-from .layerwise import ConnectivityResult, LayerwiseResult
+from .layerwise import LayerwiseResult
+
+__all__ = ["curves", "barrier_table", "layerwise", "diagnostics", "summary"]
 
 _DASH = {"test": "solid", "train": "dash"}
 
@@ -21,7 +24,7 @@ def _curve_frame(result: Union[BarrierResult, ConnectivityResult]) -> pd.DataFra
     return c
 
 
-def curves_figure(result: Union[BarrierResult, ConnectivityResult], *, metrics: Sequence[str] = ("loss", "error"),
+def curves(result: Union[BarrierResult, ConnectivityResult], *, metrics: Sequence[str] = ("loss", "error"),
                   title: str = "Interpolation A -> B") -> go.Figure:
     """Loss and error along the path, one colour per model (original / aligned), dashed for train."""
     c = _curve_frame(result)
@@ -39,7 +42,7 @@ def curves_figure(result: Union[BarrierResult, ConnectivityResult], *, metrics: 
     return base_layout(fig, f"{title} (bn={bn})" if bn else title, height=380)
 
 
-def barrier_table_figure(result: Union[BarrierResult, ConnectivityResult], *, metric: str = "loss") -> go.Figure:
+def barrier_table(result: Union[BarrierResult, ConnectivityResult], *, metric: str = "loss") -> go.Figure:
     """The barrier variants as a table figure (rows: model and split)."""
     t = result.table[result.table["metric"] == metric].copy()
     if "model" not in t.columns:
@@ -52,7 +55,7 @@ def barrier_table_figure(result: Union[BarrierResult, ConnectivityResult], *, me
     return base_layout(fig, f"{metric} barriers", height=60 + 30 * (len(p) + 1))
 
 
-def layerwise_figure(result: Union[LayerwiseResult, ConnectivityResult], *, metric: str = "loss",
+def layerwise(result: Union[LayerwiseResult, ConnectivityResult], *, metric: str = "loss",
                      variant: str = "max_minus_mean") -> go.Figure:
     """Layer-wise barriers per group: one bar per (model, base)."""
     t = result.layerwise if isinstance(result, ConnectivityResult) else result.table
@@ -67,7 +70,7 @@ def layerwise_figure(result: Union[LayerwiseResult, ConnectivityResult], *, metr
     return base_layout(fig, "Layer-wise LMC", height=360)
 
 
-def diagnostics_figure(result: ConnectivityResult) -> go.Figure:
+def diagnostics(result: ConnectivityResult) -> go.Figure:
     """Per layer: relative L2 distance and singular-vector alignment, before and after alignment."""
     d = result.diagnostics
     fig = make_subplots(rows=1, cols=2, subplot_titles=["relative L2 distance", "singular-vector alignment"])
@@ -81,9 +84,9 @@ def diagnostics_figure(result: ConnectivityResult) -> go.Figure:
     return base_layout(fig, "Distance and alignment per layer", height=380)
 
 
-def summary_figure(summary: pd.DataFrame, *, metric: str = "loss", split: Optional[str] = "test") -> go.Figure:
+def summary(table: pd.DataFrame, *, metric: str = "loss", split: Optional[str] = "test") -> go.Figure:
     """Mean and interval of each barrier variant over seed pairs (:func:`summarize`'s frame)."""
-    s = summary[summary["metric"] == metric]
+    s = table[table["metric"] == metric]
     if split is not None:
         s = s[s["split"] == split]
     fig = go.Figure(go.Bar(x=s["variant"], y=s["mean"], error_y=dict(type="data", symmetric=False,

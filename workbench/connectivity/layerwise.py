@@ -8,8 +8,8 @@
   (singular vectors paired by rank; 1 for identical matrices, invariant to the sign of each pair);
   convolution kernels are reshaped to ``(out, in * kh * kw)``.
 * :func:`merge`: the model at ``alpha`` (default the midpoint), with BatchNorm reset or REPAIR.
-* :func:`analyze`: curves before and after weight and activation matching, barrier table, per-layer
-  diagnostics and layer-wise barriers, and the merged midpoint models.
+
+Definitions: ``docs/connectivity.md``.
 """
 from __future__ import annotations
 
@@ -23,12 +23,14 @@ import torch
 import torch.nn as nn
 
 from ..backend import DeviceLike, resolve_device
+from ..batchnorm import has_batchnorm
 from ..data import as_dataset
-from ..models import evaluate
+from ..paths import PathEvaluator, barrier_variants, check_same_architecture
 from ..progress import Progress, ProgressLike
 from ..results import Result
-from .barrier import (VARIANTS, BarrierResult, PathEvaluator, _grid, barrier, barrier_variants)
-from .permutation import AlignResult, align, check_same_architecture, permutation_spec
+from .barrier import _grid
+
+__all__ = ["default_groups", "LayerwiseResult", "layerwise", "singular_alignment", "compare", "merge"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,7 +69,7 @@ class LayerwiseResult(Result):
 def layerwise(model_a: nn.Module, model_b: nn.Module, data: Any, *, groups: Optional[Dict[str, Sequence[str]]] = None,
               bases: Sequence[str] = ("a", "b"), points: int = 11, bn: str = "reset", train_data: Any = None,
               loss_fn: Optional[Callable] = None, batch_size: int = 512, device: DeviceLike = "auto",
-              progress: ProgressLike = False) -> LayerwiseResult:
+              progress: ProgressLike = True) -> LayerwiseResult:
     """Layer-wise LMC: interpolate one group of state-dict entries at a time, the rest held at A or at B.
 
     ``groups`` maps a group name to state-dict keys (default: one group per module owning parameters).
@@ -92,15 +94,11 @@ def layerwise(model_a: nn.Module, model_b: nn.Module, data: Any, *, groups: Opti
             for base in bases:
                 path = PathEvaluator(model_a, model_b, bn=bn, train_data=train_data, fallback_data=test,
                                      batch_size=batch_size, device=device, loss_fn=loss_fn, keys=keys, base=base)
-                loss, err = [], []
-                for a in alphas:
-                    ev = path.evaluate(float(a), test)
-                    loss.append(ev["loss"])
-                    err.append(1 - ev["accuracy"])
-                    crow.append({"group": g, "base": base, "alpha": float(a), "loss": ev["loss"],
-                                 "error": 1 - ev["accuracy"]})
-                for metric, vals in (("loss", loss), ("error", err)):
-                    for v, x in barrier_variants(alphas, vals).items():
+                points_ = path.curve(alphas, {"data": test})
+                crow += [{"group": g, "base": base, "alpha": r["alpha"], "loss": r["loss"], "error": r["error"]}
+                         for r in points_]
+                for metric in ("loss", "error"):
+                    for v, x in barrier_variants(alphas, [r[metric] for r in points_]).items():
                         rows.append({"group": g, "base": base, "metric": metric, "variant": v, "value": x})
                 bar.update()
     dev = resolve_device(device)
@@ -157,113 +155,7 @@ def merge(model_a: nn.Module, model_b: nn.Module, *, alpha: float = 0.5, bn: str
     """The model at ``(1 - alpha) A + alpha B`` with BatchNorm statistics reset (``bn="reset"``) or
     REPAIRed (``bn="repair"``) on ``train_data``; align B first (:func:`align`) for a useful merge."""
     if bn in ("reset", "repair") and train_data is None:
-        from .barrier import has_batchnorm
-
         if bn == "repair" or has_batchnorm(model_a):
             raise ValueError(f"merge(bn={bn!r}) needs train_data= to recompute statistics")
     path = PathEvaluator(model_a, model_b, bn=bn, train_data=train_data, batch_size=batch_size, device=device)
     return copy.deepcopy(path.model_at(float(alpha))).eval()
-
-
-# --------------------------------------------------------------------------------------------
-# the one-call analysis
-# --------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class ConnectivityResult(Result):
-    """Everything the connectivity panel shows.
-
-    ``curve``: interpolation curves (column ``model``: ``original``, ``weight``, ``activation``);
-    ``table``: barrier variants per model, split and metric; ``diagnostics``: :func:`compare`'s table;
-    ``layerwise``: layer-wise barriers of the original and of the best aligned pair; ``merged``: loss and
-    accuracy of the merged midpoint models; ``perms``: method -> permutations.
-    The aligned models and the merged models are in ``aligned_`` and ``merged_`` (not saved).
-    """
-
-    curve: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
-    table: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
-    diagnostics: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
-    layerwise: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
-    merged: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
-    perms: Dict[str, Dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
-
-    kind = "connectivity"
-
-    def __post_init__(self) -> None:
-        self.aligned_: Dict[str, nn.Module] = {}
-        self.merged_: Dict[str, nn.Module] = {}
-
-    def to_frame(self) -> pd.DataFrame:
-        return self.table
-
-    def summary(self, metric: str = "loss") -> pd.DataFrame:
-        """Barrier variants (columns) per model and split for one metric."""
-        t = self.table[self.table["metric"] == metric]
-        return t.pivot_table(index=["model", "split"], columns="variant", values="value", sort=False)[list(VARIANTS)]
-
-
-def analyze(model_a: nn.Module, model_b: nn.Module, data: Any, *, train_data: Any = None,
-            methods: Sequence[str] = ("weight", "activation"), points: int = 25, refine: int = 6,
-            bn: str = "reset", layer_points: int = 7, run_layerwise: bool = True, seed: int = 0,
-            loss_fn: Optional[Callable] = None, batch_size: int = 512, device: DeviceLike = "auto",
-            progress: ProgressLike = False) -> ConnectivityResult:
-    """Barriers before and after alignment, per-layer diagnostics, layer-wise LMC and merged models.
-
-    ``methods`` are the alignment methods (``"weight"``, ``"activation"``; activation matching uses
-    ``train_data``, or ``data`` when it is missing).
-    """
-    check_same_architecture(model_a, model_b)
-    dev = resolve_device(device)
-    test = as_dataset(data, "data")
-    train = as_dataset(train_data, "train_data") if train_data is not None else None
-    spec = permutation_spec(model_a, test) if methods else None
-    steps = 1 + 2 * len(methods) + (2 if run_layerwise else 0)
-    curves, tables, perms, aligned = [], [], {}, {}
-    merged_rows, merged_models = [], {}
-    with Progress(steps, "connectivity", progress) as bar:
-        for m in methods:
-            res: AlignResult = align(model_a, model_b, method=m, data=train if train is not None else test,
-                                     spec=spec, seed=seed, batch_size=batch_size, device=dev)
-            aligned[m] = res.model_
-            perms[m] = res.perms
-            bar.update()
-        for name, mb in [("original", model_b), *aligned.items()]:
-            r: BarrierResult = barrier(model_a, mb, test, loss_fn=loss_fn, points=points, bn=bn, train_data=train,
-                                       refine=refine, batch_size=batch_size, device=dev)
-            c = r.curve.copy()
-            c["model"] = name
-            t = r.table.copy()
-            t["model"] = name
-            curves.append(c)
-            tables.append(t)
-            mm = merge(model_a, mb, bn=bn, train_data=train if train is not None else test,
-                       batch_size=batch_size, device=dev)
-            merged_models[name] = mm
-            ev = evaluate(mm, test, loss_fn=loss_fn, batch_size=batch_size, device=dev)
-            merged_rows.append({"model": name, "loss": ev["loss"], "accuracy": ev["accuracy"]})
-            bar.update()
-        table = pd.concat(tables, ignore_index=True)
-        diag = compare(model_a, model_b, aligned=aligned)
-        lw_frames = []
-        if run_layerwise:
-            best = None
-            if aligned:
-                lt = table[(table["metric"] == "loss") & (table["variant"] == "max_minus_mean")
-                           & (table["split"] == "test") & (table["model"] != "original")]
-                best = str(lt.sort_values("value")["model"].iloc[0])
-            for name in ["original"] + ([best] if best else []):
-                mb = model_b if name == "original" else aligned[name]
-                lw = layerwise(model_a, mb, test, points=layer_points, bn=bn, train_data=train, loss_fn=loss_fn,
-                               batch_size=batch_size, device=dev)
-                f = lw.table.copy()
-                f["model"] = name
-                lw_frames.append(f)
-                bar.update()
-    out = ConnectivityResult(
-        settings=dict(methods=list(methods), points=points, refine=refine, bn=bn, seed=seed, device=str(dev),
-                      data=test.name, train_data=None if train is None else train.name, layer_points=layer_points),
-        curve=pd.concat(curves, ignore_index=True), table=table, diagnostics=diag,
-        layerwise=pd.concat(lw_frames, ignore_index=True) if lw_frames else pd.DataFrame(),
-        merged=pd.DataFrame(merged_rows), perms=perms)
-    out.aligned_ = aligned
-    out.merged_ = merged_models
-    return out
