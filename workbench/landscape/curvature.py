@@ -1,8 +1,7 @@
-"""Curvature of the loss: Hessian-vector products, top eigenvalues, trace, spectral density, per layer.
+"""Curvature of the loss: top eigenvalues, trace, spectral density, per layer, and the eigenvector slice.
 
-Everything is built on :class:`HessianOperator`, the Hessian of the mean loss over the *whole* data set
-(accumulated over batches, model in eval mode) as a linear operator on flat parameter vectors; products
-with several vectors at once use batched double backward (``is_grads_batched``).
+Everything is built on :class:`~.hessian.HessianOperator`, the Hessian of the mean loss over the *whole* data
+set as a linear operator on flat parameter vectors (``docs/landscape.md``).
 
 * :func:`eigenvalues`: top-``k`` eigenvalues by Lanczos with full reorthogonalisation (default) or by
   deflated power iteration; returned sorted (largest first) with the number of Hessian-vector products
@@ -15,205 +14,23 @@ with several vectors at once use batched double backward (``is_grads_batched``).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..backend import DeviceLike, describe, resolve_device
-from ..data import as_dataset
-from ..paramspace import batch_loss_sum, parameter_groups
+from ..paramspace import parameter_groups
 from ..progress import Progress, ProgressLike
 from ..results import Result
+from .hessian import HessianOperator, _on_device, lanczos, tridiagonal_eigh
 
-__all__ = ["HessianOperator", "EigenResult", "TraceResult", "DensityResult", "LayerwiseResult",
-           "hvp", "eigenvalues", "trace", "density", "layerwise", "eigen_slice", "lanczos"]
-
-
-class HessianOperator:
-    """The Hessian of the mean loss of ``model`` over all of ``data``, restricted to ``params``.
-
-    ``params`` is a list of parameter names (default: all trainable ones).  :meth:`matvec` and
-    :meth:`matmat` take flat vectors over those parameters (in ``named_parameters`` order).
-
-    The caller's model is never moved: when some of its parameters or buffers are not on ``device``,
-    the operator works on a copy (``self.model``) on that device, a snapshot of the model at
-    construction; otherwise ``self.model`` is the model itself.
-    """
-
-    def __init__(self, model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None, *,
-                 params: Optional[Sequence[str]] = None, batch_size: int = 1024, device: DeviceLike = "auto"):
-        if data is None:
-            raise ValueError("data is required: the Hessian is of the mean loss over a data set")
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.device = resolve_device(device)
-        self.model = _on_device(model, self.device)
-        model = self.model
-        self.loss_fn = loss_fn or F.cross_entropy
-        self.data = as_dataset(data, "data").to(self.device)
-        self.batch_size = batch_size
-        named = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
-        names = list(named) if params is None else list(params)
-        unknown = [n for n in names if n not in named]
-        if unknown:
-            raise ValueError(f"params names parameters the model lacks: {unknown[:5]}; "
-                             f"choose from {list(named)[:8]}...")
-        self.names = names
-        self.params = [named[n] for n in names]
-        self.sizes = [p.numel() for p in self.params]
-        self.dim = int(sum(self.sizes))
-        self.dtype = self.params[0].dtype
-        self.products = 0  # number of Hessian-vector products so far
-        # when the data is one batch, the gradient graph is built once and reused by every product
-        # (the operator is a snapshot of the model at its first product)
-        self.cache_graph = len(self.data) <= batch_size
-        self._cached: Optional[List[tuple]] = None
-
-    def _gradients(self):
-        """``(grads, retain)`` per batch: the first-order gradients with their graph (create_graph)."""
-        n = len(self.data)
-        if self.cache_graph:
-            if self._cached is None:
-                self._cached = [torch.autograd.grad(self._loss(xb, yb, n), self.params, create_graph=True)
-                                for xb, yb in self.data.batches(self.batch_size)]
-            for grads in self._cached:
-                yield grads, True
-            return
-        for xb, yb in self.data.batches(self.batch_size):
-            yield torch.autograd.grad(self._loss(xb, yb, n), self.params, create_graph=True), False
-
-    def _split(self, V: torch.Tensor) -> List[torch.Tensor]:
-        lead = V.shape[:-1]
-        out, off = [], 0
-        for p, n in zip(self.params, self.sizes):
-            out.append(V[..., off:off + n].reshape(*lead, *p.shape))
-            off += n
-        return out
-
-    def _loss(self, xb, yb, n_total: int) -> torch.Tensor:
-        return batch_loss_sum(self.loss_fn, self.model(xb), yb) / n_total
-
-    def loss(self) -> float:
-        """The mean loss over the data (the point where the Hessian is taken)."""
-        was = self.model.training
-        self.model.eval()
-        with torch.no_grad():
-            total = sum(float(self._loss(xb, yb, len(self.data))) for xb, yb in self.data.batches(self.batch_size))
-        self.model.train(was)
-        return total
-
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        """``H @ V.T`` as rows: ``V`` is ``(m, dim)``, the result ``(m, dim)``."""
-        V = V.to(self.device, self.dtype)
-        single = V.dim() == 1
-        if single:
-            V = V[None]
-        was = self.model.training
-        self.model.eval()
-        out = torch.zeros_like(V)
-        Vs = self._split(V)
-        try:
-            for grads, retain in self._gradients():
-                if V.shape[0] == 1:
-                    gv = sum((g * v[0]).sum() for g, v in zip(grads, Vs))
-                    hv = torch.autograd.grad(gv, self.params, allow_unused=True, retain_graph=retain)
-                    hv = [torch.zeros_like(p) if h is None else h for p, h in zip(self.params, hv)]
-                    out += torch.cat([h.reshape(-1) for h in hv])[None]
-                else:
-                    try:
-                        hv = torch.autograd.grad(grads, self.params, grad_outputs=Vs, is_grads_batched=True,
-                                                 allow_unused=True, retain_graph=True)
-                        hv = [torch.zeros((V.shape[0], *p.shape), dtype=p.dtype, device=p.device) if h is None else h
-                              for p, h in zip(self.params, hv)]
-                        out += torch.cat([h.reshape(V.shape[0], -1) for h in hv], 1)
-                    except RuntimeError:  # an op without a batching rule: one vector at a time
-                        for i in range(V.shape[0]):
-                            gv = sum((g * v[i]).sum() for g, v in zip(grads, Vs))
-                            hv = torch.autograd.grad(gv, self.params, retain_graph=True, allow_unused=True)
-                            hv = [torch.zeros_like(p) if h is None else h for p, h in zip(self.params, hv)]
-                            out[i] += torch.cat([h.reshape(-1) for h in hv])
-        finally:
-            self.model.train(was)
-        self.products += V.shape[0]
-        return out[0] if single else out
-
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        return self.matmat(v)
-
-    __matmul__ = matvec
-
-    def dense(self) -> torch.Tensor:
-        """The full Hessian (``dim x dim``); for small models and tests only."""
-        if self.dim > 5000:
-            raise ValueError(f"dense(): the Hessian is {self.dim} x {self.dim}; too large to form")
-        return self.matmat(torch.eye(self.dim, dtype=self.dtype, device=self.device))
-
-
-def _same_device(t: torch.Tensor, dev: torch.device) -> bool:
-    return t.device.type == dev.type and (dev.index is None or t.device.index == dev.index
-                                          or (t.device.index is None and dev.index == 0))
-
-
-def _on_device(model: nn.Module, dev: torch.device) -> nn.Module:
-    """``model`` itself when all its tensors are on ``dev``, else a copy moved there (never moved in place)."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    if all(_same_device(t, dev) for t in tensors):
-        return model
-    return copy.deepcopy(model).to(dev)
-
-
-def hvp(model: nn.Module, loss_fn: Optional[Callable], data: Any, v: torch.Tensor, *, batch_size: int = 1024,
-        device: DeviceLike = "auto") -> torch.Tensor:
-    """Hessian-vector product ``H v`` of the mean loss over ``data`` (``v`` flat over all parameters)."""
-    return HessianOperator(model, loss_fn, data, batch_size=batch_size, device=device).matvec(v)
-
-
-# --------------------------------------------------------------------------------------------
-# Lanczos
-# --------------------------------------------------------------------------------------------
-def lanczos(op: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, m: int, *,
-            callback: Optional[Callable[[int, np.ndarray, np.ndarray], bool]] = None
-            ) -> Tuple[np.ndarray, np.ndarray, torch.Tensor]:
-    """``m`` steps of Lanczos with full reorthogonalisation from ``v0``.
-
-    Returns ``(alpha, beta, Q)``: the tridiagonal's diagonal (``j``) and off-diagonal (``j - 1``), and the
-    ``j x dim`` Lanczos basis (``j <= m``; fewer on breakdown or when ``callback(j, alpha, beta)``
-    returns True).
-    """
-    dim = v0.numel()
-    m = int(min(m, dim))
-    q = v0 / v0.norm()
-    Q = torch.zeros((m, dim), dtype=v0.dtype, device=v0.device)
-    alpha: List[float] = []
-    beta: List[float] = []
-    for j in range(m):
-        Q[j] = q
-        w = op(q).to(v0.dtype)
-        a = float(w @ q)
-        alpha.append(a)
-        # full reorthogonalisation (twice is enough)
-        for _ in range(2):
-            w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)
-        b = float(w.norm())
-        if callback is not None and callback(j + 1, np.array(alpha), np.array(beta + [b])):
-            return np.array(alpha), np.array(beta), Q[: j + 1]
-        if j == m - 1 or b < 1e-10 * max(1.0, abs(a)):
-            return np.array(alpha), np.array(beta), Q[: j + 1]
-        beta.append(b)
-        q = w / b
-    return np.array(alpha), np.array(beta), Q  # pragma: no cover
-
-
-def _tridiag_eigh(alpha: np.ndarray, beta: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    T = np.diag(alpha) + np.diag(beta[: len(alpha) - 1], 1) + np.diag(beta[: len(alpha) - 1], -1)
-    return np.linalg.eigh(T)
+__all__ = ["EigenResult", "TraceResult", "DensityResult", "LayerwiseResult", "eigenvalues", "trace", "density",
+           "layerwise", "eigen_slice"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,10 +143,10 @@ def _settings(op: HessianOperator, **kw) -> Dict[str, Any]:
     return s
 
 
-def _operator(model, loss_fn, data, params, batch_size, device) -> HessianOperator:
+def _operator(model, data, loss_fn, params, batch_size, device) -> HessianOperator:
     if isinstance(model, HessianOperator):
         return model
-    return HessianOperator(model, loss_fn, data, params=params, batch_size=batch_size, device=device)
+    return HessianOperator(model, data, loss_fn=loss_fn, params=params, batch_size=batch_size, device=device)
 
 
 def _start_vector(dim: int, seed: int, dtype, device, kind: str = "gaussian") -> torch.Tensor:
@@ -344,10 +161,10 @@ def _start_vector(dim: int, seed: int, dtype, device, kind: str = "gaussian") ->
 # --------------------------------------------------------------------------------------------
 # public estimators
 # --------------------------------------------------------------------------------------------
-def eigenvalues(model: Any, loss_fn: Optional[Callable] = None, data: Any = None, *, k: int = 1,
+def eigenvalues(model: Any, data: Any = None, *, loss_fn: Optional[Callable] = None, k: int = 1,
                 method: str = "lanczos", max_iter: int = 100, tol: float = 1e-3, seed: int = 0,
                 params: Optional[Sequence[str]] = None, batch_size: int = 1024, device: DeviceLike = "auto",
-                progress: ProgressLike = False) -> EigenResult:
+                progress: ProgressLike = True) -> EigenResult:
     """Top-``k`` (largest algebraic) Hessian eigenvalues, sorted largest first.
 
     ``method="lanczos"`` (default): Lanczos with full reorthogonalisation, stopped when the residual
@@ -357,7 +174,7 @@ def eigenvalues(model: Any, loss_fn: Optional[Callable] = None, data: Any = None
     by less than ``tol`` relative.  ``n_iter`` counts Hessian-vector products; ``residuals`` are the
     true ``||H u - lambda u||`` of the returned unit eigenvectors.
     """
-    op = _operator(model, loss_fn, data, params, batch_size, device)
+    op = _operator(model, data, loss_fn, params, batch_size, device)
     if k < 1 or k > op.dim:
         raise ValueError(f"k={k}; must be between 1 and the number of parameters ({op.dim})")
     if method not in ("lanczos", "power"):
@@ -374,7 +191,7 @@ def eigenvalues(model: Any, loss_fn: Optional[Callable] = None, data: Any = None
                 bar.update()
                 if j < k:
                     return False
-                theta, S = _tridiag_eigh(a, b)
+                theta, S = tridiagonal_eigh(a, b)
                 top = np.argsort(theta)[::-1][:k]
                 bound = np.abs(b[-1] * S[-1, top])
                 if np.all(bound <= tol * np.maximum(np.abs(theta[top]), 1e-12)):
@@ -384,7 +201,7 @@ def eigenvalues(model: Any, loss_fn: Optional[Callable] = None, data: Any = None
 
             alpha, beta, Q = lanczos(lambda q: op.matvec(q.to(op.dtype)).to(work_dtype), v0.to(work_dtype),
                                      max_iter, callback=cb)
-            theta, S = _tridiag_eigh(alpha, beta)
+            theta, S = tridiagonal_eigh(alpha, beta)
             top = np.argsort(theta)[::-1][:k]
             vals = theta[top]
             vecs = (torch.as_tensor(S[:, top].T.copy(), dtype=Q.dtype, device=Q.device) @ Q).to(op.dtype)
@@ -433,14 +250,14 @@ def eigenvalues(model: Any, loss_fn: Optional[Callable] = None, data: Any = None
                        converged=bool(converged))
 
 
-def trace(model: Any, loss_fn: Optional[Callable] = None, data: Any = None, *, n_samples: int = 100,
+def trace(model: Any, data: Any = None, *, loss_fn: Optional[Callable] = None, n_samples: int = 100,
           block: Optional[int] = None, seed: int = 0, params: Optional[Sequence[str]] = None, batch_size: int = 1024,
-          device: DeviceLike = "auto", progress: ProgressLike = False) -> TraceResult:
+          device: DeviceLike = "auto", progress: ProgressLike = True) -> TraceResult:
     """Hutchinson's trace estimate ``mean_i v_i^T H v_i`` with Rademacher ``v_i`` and its standard error
     ``std(samples) / sqrt(n_samples)``.  ``block`` vectors are multiplied per pass over the data
     (batched double backward); the default is 10, or 1 for convolutional models, whose batched
     products are slower than one at a time on a CPU.  The samples do not depend on ``block``."""
-    op = _operator(model, loss_fn, data, params, batch_size, device)
+    op = _operator(model, data, loss_fn, params, batch_size, device)
     if block is None:
         has_conv = any(isinstance(mod, nn.modules.conv._ConvNd) for mod in op.model.modules())
         block = 1 if (has_conv and op.device.type == "cpu") else 10
@@ -460,10 +277,10 @@ def trace(model: Any, loss_fn: Optional[Callable] = None, data: Any = None, *, n
                        trace=float(s.mean()), stderr=float(s.std(ddof=1) / math.sqrt(len(s))), samples=s)
 
 
-def density(model: Any, loss_fn: Optional[Callable] = None, data: Any = None, *, n_runs: int = 5,
+def density(model: Any, data: Any = None, *, loss_fn: Optional[Callable] = None, n_runs: int = 5,
             steps: int = 80, sigma: Optional[float] = None, grid_points: int = 1000, seed: int = 0,
             params: Optional[Sequence[str]] = None, batch_size: int = 1024, device: DeviceLike = "auto",
-            progress: ProgressLike = False) -> DensityResult:
+            progress: ProgressLike = True) -> DensityResult:
     """Spectral density of the Hessian by stochastic Lanczos quadrature (Ghorbani et al. 2019).
 
     For each of ``n_runs`` Gaussian start vectors, ``steps`` Lanczos iterations give nodes (Ritz values)
@@ -471,7 +288,7 @@ def density(model: Any, loss_fn: Optional[Callable] = None, data: Any = None, *,
     density is their average broadened by Gaussians of width ``sigma`` (default 1% of the spectral
     range), on a grid extending 5 ``sigma`` past the extreme nodes; it integrates to one.
     """
-    op = _operator(model, loss_fn, data, params, batch_size, device)
+    op = _operator(model, data, loss_fn, params, batch_size, device)
     steps = int(min(steps, op.dim))
     work_dtype = torch.float64 if op.device.type == "cpu" else op.dtype
     nodes = np.full((n_runs, steps), np.nan)
@@ -481,7 +298,7 @@ def density(model: Any, loss_fn: Optional[Callable] = None, data: Any = None, *,
             v0 = _start_vector(op.dim, seed + r, work_dtype, op.device)
             alpha, beta, _Q = lanczos(lambda q: op.matvec(q.to(op.dtype)).to(work_dtype), v0, steps,
                                       callback=lambda j, a, b: bar.update() and False)
-            theta, S = _tridiag_eigh(alpha, beta)
+            theta, S = tridiagonal_eigh(alpha, beta)
             nodes[r, : len(theta)] = theta
             weights[r, : len(theta)] = S[0] ** 2
     finite = nodes[np.isfinite(nodes)]
@@ -503,10 +320,10 @@ def density(model: Any, loss_fn: Optional[Callable] = None, data: Any = None, *,
 _density = density  # layerwise() takes a ``density`` flag
 
 
-def layerwise(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None, *, by: str = "module",
+def layerwise(model: nn.Module, data: Any = None, *, loss_fn: Optional[Callable] = None, by: str = "module",
               k: int = 1, n_samples: int = 50, max_iter: int = 60, tol: float = 1e-3, density: bool = False,
               density_runs: int = 3, density_steps: int = 40, sigma: Optional[float] = None, seed: int = 0,
-              batch_size: int = 1024, device: DeviceLike = "auto", progress: ProgressLike = False) -> LayerwiseResult:
+              batch_size: int = 1024, device: DeviceLike = "auto", progress: ProgressLike = True) -> LayerwiseResult:
     """Top-``k`` eigenvalues, Hutchinson trace and (``density=True``) the SLQ spectral density of each
     diagonal Hessian block, one block per parameter group (``by="module"``: a layer's weight and bias
     together; ``"parameter"``: each tensor alone).
@@ -523,9 +340,10 @@ def layerwise(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = 
     rows, vals, res, dens = [], {}, {}, {}
     with Progress(len(groups), "layers", progress) as bar:
         for name, names in groups.items():
-            op = HessianOperator(work, loss_fn, data, params=names, batch_size=batch_size, device=dev)
-            ev = eigenvalues(op, k=min(k, op.dim), max_iter=min(max_iter, op.dim), tol=tol, seed=seed)
-            tr = trace(op, n_samples=n_samples, seed=seed)
+            op = HessianOperator(work, data, loss_fn=loss_fn, params=names, batch_size=batch_size, device=dev)
+            ev = eigenvalues(op, k=min(k, op.dim), max_iter=min(max_iter, op.dim), tol=tol, seed=seed,
+                             progress=bar.stage(f"{name}: eigenvalues", 0.5))
+            tr = trace(op, n_samples=n_samples, seed=seed, progress=bar.stage(f"{name}: trace", 0.5))
             vals[name] = np.asarray(ev.eigenvalues, dtype=float)
             res[name] = np.asarray(ev.residuals, dtype=float)
             rows.append({"group": name, "params": names, "n_params": op.dim,
@@ -533,7 +351,7 @@ def layerwise(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = 
                          "n_iter": int(ev.n_iter), "converged": bool(ev.converged),
                          "trace": tr.trace, "trace_stderr": tr.stderr})
             if density:
-                d = _density(op, n_runs=density_runs, steps=density_steps, sigma=sigma, seed=seed)
+                d = _density(op, n_runs=density_runs, steps=density_steps, sigma=sigma, seed=seed, progress=False)
                 dens[name] = {"grid": d.grid, "density": d.density, "nodes": d.nodes, "weights": d.weights,
                               "sigma": float(d.settings["sigma"])}
             bar.update()
@@ -544,9 +362,9 @@ def layerwise(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = 
                            frame=pd.DataFrame(rows), eigenvalues=vals, residuals=res, densities=dens)
 
 
-def eigen_slice(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None, *,
+def eigen_slice(model: nn.Module, data: Any = None, *, loss_fn: Optional[Callable] = None,
                 eigen: Optional[EigenResult] = None, span: Optional[float] = None, steps: int = 41,
-                index: int = 0, batch_size: int = 1024, device: DeviceLike = "auto", progress: ProgressLike = False):
+                index: int = 0, batch_size: int = 1024, device: DeviceLike = "auto", progress: ProgressLike = True):
     """The loss along the ``index``-th top Hessian eigenvector ``u`` (unit norm): ``L(theta* + t u)``.
 
     ``span`` defaults to ``2 sqrt(2 / lambda)`` (where the quadratic model rises by 4).  The result is a
@@ -557,11 +375,12 @@ def eigen_slice(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any 
 
     if eigen is None:
         first = next(iter(as_splits(data).values()))
-        eigen = eigenvalues(model, loss_fn, first, k=index + 1, batch_size=batch_size, device=device)
+        eigen = eigenvalues(model, first, loss_fn=loss_fn, k=index + 1, batch_size=batch_size, device=device,
+                            progress=progress)
     lam = float(eigen.eigenvalues[index])
     if span is None:
         span = 2 * math.sqrt(2 / lam) if lam > 0 else 1.0
-    res = line(model, loss_fn, data, steps=steps, span=span, direction=eigen.eigenvectors[index], bn="eval",
+    res = line(model, data, loss_fn=loss_fn, steps=steps, span=span, direction=eigen.eigenvectors[index], bn="eval",
                batch_size=batch_size, device=device, progress=progress)
     i0 = int(np.argmin(np.abs(res.x)))
     res.settings.update(kind="eigen_slice", eigenvalue=lam, eigen_index=index,

@@ -16,7 +16,7 @@ from ..plotting import COLORS, base_layout
 from .curvature import DensityResult, EigenResult, LayerwiseResult, TraceResult
 from .maps import LandscapeResult
 
-__all__ = ["contour", "surface", "slices", "curve", "spectrum", "layerwise_bars", "color_values"]
+__all__ = ["contour", "surface", "slices", "curve", "spectrum", "layerwise"]
 
 
 def _values(result: LandscapeResult, split: Optional[str], metric: str) -> tuple:
@@ -176,7 +176,7 @@ def spectrum(density: Optional[DensityResult] = None, eigen: Optional[EigenResul
     return fig
 
 
-def layerwise_bars(result: LayerwiseResult, *, title: Optional[str] = None) -> go.Figure:
+def layerwise(result: LayerwiseResult, *, title: Optional[str] = None) -> go.Figure:
     """Top eigenvalue and trace (with standard error) per parameter group."""
     f = result.frame
     fig = make_subplots(rows=1, cols=2, subplot_titles=("top eigenvalue", "trace (Hutchinson)"))

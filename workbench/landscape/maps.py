@@ -18,8 +18,10 @@ import torch
 import torch.nn as nn
 
 from ..backend import DeviceLike, describe, resolve_device
+from ..batchnorm import has_batchnorm
 from ..data import Dataset, as_dataset
-from ..paramspace import AffinePoints, evaluate_points, flatten, has_batchnorm
+from ..paramspace import AffinePoints, evaluate_points, flatten
+from ..paths import check_same_architecture, interpolated_buffers
 from ..progress import Progress, ProgressLike
 from ..results import Result
 from .directions import random_directions
@@ -209,7 +211,7 @@ def _directions_for(model: nn.Module, k: int, directions, norm, ignore, seed, or
     return d[:k].to(theta.device, theta.dtype)
 
 
-def plane(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None, *, steps: Any = 51,
+def plane(model: nn.Module, data: Any = None, *, loss_fn: Optional[Callable] = None, steps: Any = 51,
           span: Any = 1.0, directions: Any = None, norm: str = "filter", ignore: Optional[str] = "biasbn",
           seed: int = 0, orthogonal: bool = False, bn: str = "eval", train_data: Any = None,
           batch_size: int = 1024, chunk: Optional[int] = None, trajectory: Optional[np.ndarray] = None,
@@ -253,7 +255,7 @@ def plane(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None
                            trajectory=None if trajectory is None else np.asarray(trajectory, dtype=float))
 
 
-def line(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None, *, steps: int = 51,
+def line(model: nn.Module, data: Any = None, *, loss_fn: Optional[Callable] = None, steps: int = 51,
          span: Any = 1.0, direction: Any = None, norm: str = "filter", ignore: Optional[str] = "biasbn",
          seed: int = 0, bn: str = "eval", train_data: Any = None, batch_size: int = 1024,
          chunk: Optional[int] = None, vectorize: Any = "auto", device: DeviceLike = "auto",
@@ -288,7 +290,7 @@ def line(model: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None,
                            directions=d.detach().cpu().numpy())
 
 
-def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Optional[Callable] = None, data: Any = None, *,
+def interpolate(model_a: nn.Module, model_b: nn.Module, data: Any = None, *, loss_fn: Optional[Callable] = None,
                 steps: int = 41, span: Tuple[float, float] = (-0.5, 1.5), bn: str = "interpolate",
                 train_data: Any = None, batch_size: int = 1024, chunk: Optional[int] = None,
                 vectorize: Any = "auto", device: DeviceLike = "auto", progress: ProgressLike = True) -> LandscapeResult:
@@ -302,30 +304,17 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Optional[Callab
     """
     splits = as_splits(data)
     dev = resolve_device(device)
-    ta, spec_a = flatten(model_a)
-    tb, spec_b = flatten(model_b)
-    if spec_a.names != spec_b.names or spec_a.shapes != spec_b.shapes:
-        diff = [(n, a, b) for n, a, b in zip(spec_a.names, spec_a.shapes, spec_b.shapes) if a != b][:3]
-        raise ValueError("model_a and model_b have different architectures "
-                         f"({len(spec_a.names)} vs {len(spec_b.names)} parameters; first differences {diff}); "
-                         "interpolate two models of the same architecture")
+    check_same_architecture(model_a, model_b)
+    ta, _spec = flatten(model_a)
+    tb, _ = flatten(model_b)
     if bn not in ("interpolate", "reset"):
         raise ValueError(f"bn={bn!r}; choose 'interpolate' or 'reset'")
     lo, hi = map(float, span)
     a = _axis_with(steps, lo, hi, (0.0, 1.0), "steps")
     d = (tb.to(ta.device) - ta)[None]
     thetas = AffinePoints(ta, d, a[:, None])
-    buffers = None
     has_bn = has_batchnorm(model_a)
-    if has_bn and bn == "interpolate":
-        ba = dict(model_a.named_buffers())
-        bb = dict(model_b.named_buffers())
-        buffers = {}
-        for k, va in ba.items():
-            if va.is_floating_point():
-                vb = bb[k].to(va.device)
-                at = torch.as_tensor(a, dtype=va.dtype, device=va.device).view(-1, *([1] * va.dim()))
-                buffers[k] = va[None] + at * (vb - va)[None]
+    buffers = interpolated_buffers(model_a, model_b, a) if has_bn and bn == "interpolate" else None
     info: Dict[str, Any] = {}
     loss, acc = _evaluate_splits(model_a, thetas, splits, loss_fn, bn="reset" if bn == "reset" else "eval",
                                  train_data=train_data,
@@ -340,15 +329,16 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Optional[Callab
                            directions=d.detach().cpu().numpy())
 
 
-def evaluate_at(model: nn.Module, result: LandscapeResult, coords: Any, data: Any, loss_fn: Optional[Callable] = None,
-                *, bn: Optional[str] = None, train_data: Any = None, batch_size: Optional[int] = None,
-                device: DeviceLike = "auto") -> Dict[str, Any]:
+def evaluate_at(model: nn.Module, data: Any, *, result: LandscapeResult, coords: Any,
+                loss_fn: Optional[Callable] = None, bn: Optional[str] = None, train_data: Any = None,
+                batch_size: Optional[int] = None, device: DeviceLike = "auto") -> Dict[str, Any]:
     """Re-evaluate ``model``'s architecture at coordinates ``coords`` (``(P, k)``) of a result's map.
 
     By default the settings the map recorded are used, so a grid point gives back the stored value:
     ``bn`` (``"eval"`` or ``"reset"``) and ``batch_size``.  With ``bn="reset"`` the statistics are
-    recomputed on ``train_data``; when it is not given, on the split the map used (``settings["bn_data"]``), taken from ``data`` when ``data`` is a dict of
-    splits that holds it, or ``data`` itself when the map had that one split.  ``data`` may be one data
+    recomputed on ``train_data``; when it is not given, on the split the map used (``settings["bn_data"]``),
+    taken from ``data`` when ``data`` is a dict of splits that holds it, or ``data`` itself when the map had
+    that one split.  ``data`` may be one data
     set (the result is ``{"loss": (P,), "accuracy": (P,)}``) or a dict of splits (a dict of those).
     """
     c = np.atleast_2d(np.asarray(coords, dtype=float))
