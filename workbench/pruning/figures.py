@@ -10,6 +10,8 @@ from ..plotting import COLORS, base_layout
 from .regime import REGIMES, RegimeMapResult
 from .retrain import BaselineResult
 
+__all__ = ["heatmap", "regimes", "baselines"]
+
 REGIME_COLORS = {"I": "#d62728", "II-A": "#ff7f0e", "II-B": "#2ca02c"}
 METRIC_TITLES = {"test_error": "test error", "mc": "signed mc (train error, BN reset)",
                  "cka": "output CKA", "train_error": "train error", "confidence": "regime confidence",
@@ -36,7 +38,7 @@ def _layout(fig: go.Figure, result: RegimeMapResult, title: str, xlabels, ylabel
     return fig
 
 
-def metric_heatmap(result: RegimeMapResult, metric: str = "test_error") -> go.Figure:
+def heatmap(result: RegimeMapResult, metric: str = "test_error") -> go.Figure:
     """Heatmap of one metric over the knob x density grid (cells annotated with their values)."""
     table = result.pivot(metric)
     _, _, xl, yl = _axes(result)
@@ -62,7 +64,7 @@ def regime_boundaries(result: RegimeMapResult) -> List[Tuple[Tuple[float, float]
     return edges
 
 
-def regime_figure(result: RegimeMapResult) -> go.Figure:
+def regimes(result: RegimeMapResult) -> go.Figure:
     """The phase diagram: cells coloured by regime (I / II-A / II-B), with confidence and boundaries drawn."""
     labels = result.pivot("regime").to_numpy()
     conf = result.pivot("confidence").to_numpy(dtype=float)
@@ -90,7 +92,7 @@ def regime_figure(result: RegimeMapResult) -> go.Figure:
     return _layout(fig, result, title, xl, yl)
 
 
-def baselines_figure(result: BaselineResult) -> go.Figure:
+def baselines(result: BaselineResult) -> go.Figure:
     """Test error of fine-tuning vs Scratch-E vs Scratch-B (mean and seed spread)."""
     g = result.frame.groupby("method", sort=False)["test_error"]
     mean, std = g.mean(), g.std().fillna(0.0)

@@ -14,21 +14,41 @@ Ties in magnitude are broken by position (the earlier index is kept), so the den
 from __future__ import annotations
 
 import copy
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence
+import dataclasses
+from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
+
+from ..results import Result
 
 Mask = Dict[str, torch.Tensor]
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-class Pruned(NamedTuple):
-    """What :func:`prune` returns: the pruned model and its mask (``model, mask = prune(...)``)."""
+@dataclasses.dataclass
+class PruneResult(Result):
+    """What :func:`prune` made: the mask (parameter name -> 0/1 tensor) and, in ``model_``, the pruned model
+    (not saved).  ``to_frame()``: one row per pruned weight with its size, kept count and density."""
 
-    model: nn.Module
-    mask: Mask
+    mask: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    kind = "prune"
+
+    def __post_init__(self) -> None:
+        self.model_: Optional[nn.Module] = None
+
+    def to_frame(self) -> pd.DataFrame:
+        rows = [{"parameter": n, "size": int(np.prod(np.shape(m))), "kept": int(np.asarray(m).sum()),
+                 "density": float(np.asarray(m).mean())} for n, m in self.mask.items()]
+        return pd.DataFrame(rows, columns=["parameter", "size", "kept", "density"])
+
+    @property
+    def density(self) -> float:
+        return density_of({k: torch.as_tensor(np.asarray(v)) for k, v in self.mask.items()})
 
 
 def prunable_parameters(model: nn.Module, *, include_head: bool = True) -> List[str]:
@@ -124,17 +144,20 @@ def apply_mask(model: nn.Module, mask: Mask) -> nn.Module:
 
 
 def prune(model: nn.Module, density: float, *, scope: str = "layer", parameters: Optional[Sequence[str]] = None,
-          copy_model: bool = True) -> Pruned:
+          copy_model: bool = True) -> PruneResult:
     """One-shot magnitude pruning: keep the largest ``density`` fraction of weights.
 
-    Returns ``Pruned(model, mask)``; the model is a pruned copy unless ``copy_model=False`` (then
-    ``model`` itself is pruned in place).  Retrain with the mask fixed via :func:`workbench.pruning.finetune`
-    or ``workbench.models.train(..., mask=mask)``; hand it to PyTorch with :func:`to_torch_prune`.
+    Returns a :class:`PruneResult`: ``.mask`` and ``.model_``, a pruned copy unless ``copy_model=False``
+    (then ``model`` itself is pruned in place).  Retrain with the mask fixed via
+    :func:`workbench.pruning.finetune` or ``workbench.models.train(..., mask=mask)``; hand it to PyTorch
+    with :func:`to_torch_prune`.
     """
     target = copy.deepcopy(model) if copy_model else model
     mask = magnitude_mask(target, density, scope=scope, parameters=parameters)
     apply_mask(target, mask)
-    return Pruned(target, mask)
+    res = PruneResult(settings=dict(density=float(density), scope=scope, parameters=list(mask)), mask=mask)
+    res.model_ = target
+    return res
 
 
 def density_of(mask: Mask) -> float:

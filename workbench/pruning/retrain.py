@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, Dict, NamedTuple, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -19,9 +19,10 @@ import torch.nn as nn
 
 from ..backend import DeviceLike, resolve_device
 from ..data import as_dataset
-from ..models import evaluate, steps_per_epoch, train
+from ..models import evaluate, train
 from ..progress import Progress, ProgressLike
 from ..results import Result
+from ..training import steps_per_epoch
 from .masks import Mask, apply_mask, density_of, magnitude_mask
 
 
@@ -36,9 +37,9 @@ def _check_mask(model: nn.Module, mask: Mask) -> None:
                              f"{tuple(named[n].shape)}; the mask belongs to another architecture")
 
 
-def finetune(model: nn.Module, mask: Mask, data: Any, *, epochs: float = 10, lr: float = 0.05,
+def finetune(model: nn.Module, data: Any, *, mask: Mask, epochs: float = 10, lr: float = 0.05,
              batch_size: int = 64, seed: int = 0, device: DeviceLike = "auto", test_data: Any = None,
-             progress: ProgressLike = False, **train_kw: Any) -> nn.Module:
+             progress: ProgressLike = True, **train_kw: Any) -> nn.Module:
     """A copy of ``model`` retrained on ``data`` with ``mask`` fixed: pruned weights stay exactly zero.
 
     ``seed`` sets the data order (and any dropout); two seeds give the two copies a regime map compares.
@@ -72,9 +73,9 @@ def scratch_b_factor(model: nn.Module, mask: Mask, *, max_factor: Optional[float
     return float(min(factor, max_factor) if max_factor else factor)
 
 
-def scratch(model: nn.Module, mask: Mask, data: Any, *, budget: str = "E", epochs: float = 10,
+def scratch(model: nn.Module, data: Any, *, mask: Mask, budget: str = "E", epochs: float = 10,
             max_factor: Optional[float] = None, lr: float = 0.05, batch_size: int = 64, seed: int = 0,
-            init_seed: Optional[int] = None, device: DeviceLike = "auto", progress: ProgressLike = False,
+            init_seed: Optional[int] = None, device: DeviceLike = "auto", progress: ProgressLike = True,
             **train_kw: Any) -> nn.Module:
     """Train the sparse architecture of ``mask`` from a fresh initialisation (Scratch-E or Scratch-B)."""
     if budget.upper() not in ("E", "B"):
@@ -88,19 +89,30 @@ def scratch(model: nn.Module, mask: Mask, data: Any, *, budget: str = "E", epoch
     return out
 
 
-class IterativePruned(NamedTuple):
-    model: nn.Module
-    mask: Mask
-    history: pd.DataFrame
-    rewind: Optional[Dict[str, torch.Tensor]] = None  # the weights survivors were rewound to (None: no rewinding)
+@dataclasses.dataclass
+class IterativePruneResult(Result):
+    """Iterative magnitude pruning: the final ``mask``, one ``history`` row per round, the weights the
+    survivors were rewound to (``rewind``; empty without rewinding), and the final model in ``model_``."""
+
+    mask: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    history: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    rewind: Optional[Dict[str, Any]] = None
+
+    kind = "iterative-prune"
+
+    def __post_init__(self) -> None:
+        self.model_: Optional[nn.Module] = None
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.history
 
 
-def iterative_prune(model: nn.Module, data: Any, density: float, *, rounds: int = 3,
+def iterative_prune(model: nn.Module, data: Any, *, density: float, rounds: int = 3,
                     rewind_to: Union[float, Dict[str, torch.Tensor], str] = 0.0,
                     dense_epochs: Optional[float] = None, scope: str = "layer",
                     epochs: float = 10, lr: float = 0.05, batch_size: int = 64, seed: int = 0,
                     device: DeviceLike = "auto", test_data: Any = None,
-                    progress: ProgressLike = False, **train_kw: Any) -> IterativePruned:
+                    progress: ProgressLike = True, **train_kw: Any) -> IterativePruneResult:
     """Iterative magnitude pruning with weight rewinding (lottery-ticket style).
 
     Round ``r = 1..rounds`` prunes the trained weights of the previous round to density
@@ -176,7 +188,11 @@ def iterative_prune(model: nn.Module, data: Any, density: float, *, rounds: int 
             rows.append(row)
             bar.update()
     assert mask is not None
-    return IterativePruned(current, mask, pd.DataFrame(rows), rewind)
+    rewound = rewind_to if not isinstance(rewind_to, Mapping) else "state dict"
+    res = IterativePruneResult(settings=dict(density=float(density), rounds=rounds, scope=scope, epochs=epochs,
+                                             rewind_to=rewound), mask=mask, history=pd.DataFrame(rows), rewind=rewind)
+    res.model_ = current
+    return res
 
 
 @dataclasses.dataclass
@@ -194,24 +210,27 @@ class BaselineResult(Result):
         return self.frame.groupby("method", sort=False)[["test_error", "epochs"]].agg(["mean", "std"])
 
 
-def compare_baselines(model: nn.Module, mask: Mask, data: Any, test_data: Any, *, epochs: float = 10,
+def compare_baselines(model: nn.Module, data: Any, *, mask: Mask, train_data: Any, epochs: float = 10,
                       max_factor: Optional[float] = None, seeds=(0,), lr: float = 0.05, batch_size: int = 64,
                       device: DeviceLike = "auto", progress: ProgressLike = True) -> BaselineResult:
-    """Test error of fine-tuning vs Scratch-E vs Scratch-B for ``mask`` (same data, same seeds)."""
-    train_ds, test_ds = as_dataset(data, "data"), as_dataset(test_data, "test_data")
+    """Test error on ``data`` of fine-tuning vs Scratch-E vs Scratch-B for ``mask``, each trained on
+    ``train_data`` from the same seeds."""
+    if train_data is None:
+        raise ValueError("compare_baselines needs train_data= (what the three methods train on)")
+    train_ds, test_ds = as_dataset(train_data, "train_data"), as_dataset(data, "data")
     dev = resolve_device(device)
     factor = scratch_b_factor(model, mask, max_factor=max_factor)
     rows = []
     with Progress(3 * len(seeds), "baselines", progress) as bar:
         for s in seeds:
             for method, fn, ep in (
-                ("fine-tune", lambda: finetune(model, mask, train_ds, epochs=epochs, lr=lr,
-                                               batch_size=batch_size, seed=s, device=dev), epochs),
-                ("scratch-E", lambda: scratch(model, mask, train_ds, budget="E", epochs=epochs, lr=lr,
-                                              batch_size=batch_size, seed=s, device=dev), epochs),
-                ("scratch-B", lambda: scratch(model, mask, train_ds, budget="B", epochs=epochs,
+                ("fine-tune", lambda: finetune(model, train_ds, mask=mask, epochs=epochs, lr=lr,
+                                               batch_size=batch_size, seed=s, device=dev, progress=False), epochs),
+                ("scratch-E", lambda: scratch(model, train_ds, mask=mask, budget="E", epochs=epochs, lr=lr,
+                                              batch_size=batch_size, seed=s, device=dev, progress=False), epochs),
+                ("scratch-B", lambda: scratch(model, train_ds, mask=mask, budget="B", epochs=epochs,
                                               max_factor=max_factor, lr=lr, batch_size=batch_size, seed=s,
-                                              device=dev), epochs * factor),
+                                              device=dev, progress=False), epochs * factor),
             ):
                 ev = evaluate(fn(), test_ds, device=dev)
                 rows.append({"method": method, "seed": s, "epochs": ep, "test_loss": ev["loss"],
