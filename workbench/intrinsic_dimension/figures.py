@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 import numpy as np
 import plotly.graph_objects as go
 
 from ..plotting import COLORS, base_layout
 
+__all__ = ["search", "comparison", "profile", "twonn", "projection_cost"]
 
-def search_figure(result, *, title: Optional[str] = None) -> go.Figure:
+
+def search(result, *, title: Optional[str] = None) -> go.Figure:
     """Accuracy against d (log axis): every trial, the mean per d, the 90 % target line, d_int90 and its
     bootstrap interval."""
     fig = go.Figure()
@@ -44,7 +46,7 @@ def search_figure(result, *, title: Optional[str] = None) -> go.Figure:
     return base_layout(fig, title or f"Intrinsic dimension search ({name}, {result.settings.get('projection')})")
 
 
-def compare_searches_figure(results: Dict[str, object], *, title: str = "d_int90 by task") -> go.Figure:
+def comparison(results: Dict[str, object], *, title: str = "d_int90 by task") -> go.Figure:
     """Mean accuracy against d, normalised by each baseline, for several searches (one line each)."""
     fig = go.Figure()
     for i, (label, res) in enumerate(results.items()):
@@ -62,7 +64,7 @@ def compare_searches_figure(results: Dict[str, object], *, title: str = "d_int90
     return base_layout(fig, title)
 
 
-def profile_figure(result, *, title: Optional[str] = None) -> go.Figure:
+def profile(result, *, title: Optional[str] = None) -> go.Figure:
     """Intrinsic dimension of each layer's representation, in forward order."""
     f = result.frame
     fig = go.Figure(go.Scatter(x=f["layer"], y=f["dimension"], mode="lines+markers", name="ID",
@@ -75,20 +77,20 @@ def profile_figure(result, *, title: Optional[str] = None) -> go.Figure:
     return base_layout(fig, title or "Per-layer intrinsic dimension")
 
 
-def twonn_figure(estimate, *, title: Optional[str] = None) -> go.Figure:
+def twonn(estimate, *, title: Optional[str] = None) -> go.Figure:
     """The TwoNN fit: -log(1 - F(mu)) against log mu and the line of slope d through the origin."""
     x, y = np.asarray(estimate.fit_x), np.asarray(estimate.fit_y)
     fig = go.Figure(go.Scatter(x=x, y=y, mode="markers", name="points", marker=dict(size=4, color=COLORS[0])))
     if len(x):
         xs = np.array([0.0, float(x.max())])
-        fig.add_trace(go.Scatter(x=xs, y=estimate.dimension * xs, mode="lines", name=f"slope d = {estimate.dimension:.2f}",
-                                 line=dict(color=COLORS[3])))
+        fig.add_trace(go.Scatter(x=xs, y=estimate.dimension * xs, mode="lines",
+                                 name=f"slope d = {estimate.dimension:.2f}", line=dict(color=COLORS[3])))
     fig.update_xaxes(title="log mu")
     fig.update_yaxes(title="-log(1 - F(mu))")
     return base_layout(fig, title or f"TwoNN fit (d = {estimate.dimension:.2f})")
 
 
-def projection_cost_figure(frame, *, title: str = "Projection cost per step") -> go.Figure:
+def projection_cost(frame, *, title: str = "Projection cost per step") -> go.Figure:
     """Time (and memory) per step against d for each projection, from a benchmark frame with columns
     ``projection``, ``d``, ``seconds`` and ``bytes``."""
     fig = go.Figure()

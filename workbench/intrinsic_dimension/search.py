@@ -1,36 +1,42 @@
 """The d_int90 search: the smallest subspace dimension reaching 90 % of a stated baseline.
 
-Each trial is a full :func:`~.subspace.subspace_train` run for one ``(d, seed)``; trials are cached on
-disk (one small JSON file each, keyed by everything that determines them: the initial weights, the data,
-d, the seed, the projection and the training settings), so a rerun or an interrupted search repeats no
-finished trial.  The baseline is explicit: ``baseline="full"`` trains the model's own full parameter
-vector with the same seeds (and is cached the same way), a number is a fixed target accuracy.  The
-target is ``threshold * baseline``.  A bootstrap over seeds (and baseline runs) gives an interval for
-d_int90.
+Each trial is a full :func:`~.subspace.subspace_train` run for one ``(d, seed)``, and each baseline run a
+full :func:`workbench.models.train`.  Trials are cells of the sweep engine (:mod:`workbench.sweep`): they are
+stored (one file each, written atomically) under a key made of everything that determines them (the
+initial weights, the data, d, the seed, the projection, the training settings with the functions' defaults
+resolved, the device), so a rerun or an interrupted search repeats no finished trial, and ``executor=``
+runs the seeds of a step (or a grid round) on threads, processes or a Dask cluster.  The baseline is
+explicit: ``baseline="full"`` trains the model's own full parameter vector with the same seeds, a number is
+a fixed target accuracy.  The target is ``threshold * baseline``.  A bootstrap over seeds (and baseline runs)
+gives an interval for d_int90.  Definitions: ``docs/intrinsic-dimension.md``.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
+import functools
 import inspect
-import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
 
+from .. import sweep
 from ..backend import DeviceLike, resolve_device
-from ..data import Dataset, as_dataset
-from ..models import build, cache_dir as _cache_root, evaluate, train
+from ..data import as_dataset
+from ..models import build, evaluate, train
+from ..models import cache_dir as _cache_root
 from ..progress import Progress, ProgressLike
 from ..results import Result
+from ..sweep import fingerprint
 from .subspace import num_parameters, subspace_train
+
+__all__ = ["SearchResult", "analyze", "resolved_settings", "bootstrap_dint", "default_cache_dir"]
 
 
 @dataclasses.dataclass
@@ -53,6 +59,42 @@ class SearchResult(Result):
     def to_frame(self) -> pd.DataFrame:
         return self.summary
 
+    def compare(self, other: "SearchResult", *, names: Tuple[str, str] = ("this", "other"),
+                much: Optional[float] = None) -> Dict[str, Any]:
+        """Whether this search's d_int90 is below ``other``'s, read off both results.
+
+        Returns ``lower`` (the name of the lower one, or ``None`` when undecided or equal), ``ratio``
+        (this / other; a lower bound when this one was not reached below its ceiling), ``overlap`` (whether
+        the bootstrap intervals overlap), ``decided`` and a one-sentence ``text``.  With ``much``, ``much``
+        is whether the ratio is at least ``much`` (e.g. shuffled labels against true labels).
+        """
+        a, b = names
+        out: Dict[str, Any] = {"lower": None, "ratio": float("nan"), "overlap": None, "decided": False}
+        if not other.reached:
+            out["text"] = f"{a} vs {b}: undecided, d_int90 not reached for {b} (raise d_max or epochs)"
+            return out
+        if self.reached:
+            ratio, bound = self.d_int90 / other.d_int90, ""
+            lo_a, hi_a = self.interval
+            lo_b, hi_b = other.interval
+            out["overlap"] = bool(not (hi_a < lo_b or hi_b < lo_a))
+        else:  # not reached up to its ceiling: the ratio is at least ceiling / other
+            ratio, bound = float(self.settings.get("d_max", np.nan)) / other.d_int90, "at least "
+        out.update(ratio=float(ratio), decided=True)
+        if self.reached and self.d_int90 != other.d_int90:
+            out["lower"] = a if self.d_int90 < other.d_int90 else b
+        elif not self.reached:
+            out["lower"] = b
+        mine = f"{self.d_int90:g}" if self.reached else f"not reached up to d = {self.settings.get('d_max')}"
+        text = f"{a} d_int90 {mine} is {bound}{ratio:.2f} x {b}'s {other.d_int90:g}"
+        if out["overlap"] is not None:
+            text += "; the 95% bootstrap intervals " + ("overlap" if out["overlap"] else "do not overlap")
+        if much is not None:
+            out["much"] = bool(ratio >= much)
+            text += f"; {'at least' if out['much'] else 'less than'} {much:g} x"
+        out["text"] = text
+        return out
+
     def describe(self) -> str:
         split = self.settings.get("split", "test")
         base = self.settings.get("baseline")
@@ -69,29 +111,6 @@ class SearchResult(Result):
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def _fingerprint_tensor(h: "hashlib._Hash", t: torch.Tensor) -> None:
-    t = t.detach().cpu().contiguous()
-    h.update(str((tuple(t.shape), str(t.dtype))).encode())
-    h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-
-
-def _fingerprint_data(ds: Optional[Dataset]) -> Optional[str]:
-    if ds is None:
-        return None
-    h = hashlib.sha1()
-    _fingerprint_tensor(h, ds.X)
-    _fingerprint_tensor(h, ds.y)
-    return h.hexdigest()[:16]
-
-
-def _fingerprint_model(model: nn.Module) -> str:
-    h = hashlib.sha1(type(model).__qualname__.encode())
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        _fingerprint_tensor(h, t)
-    return h.hexdigest()[:16]
-
-
 def _model_for(model: Any, seed: int) -> nn.Module:
     """The model whose weights are theta_0 for ``seed``: a fixed module, or a fresh init per seed."""
     if isinstance(model, nn.Module):
@@ -108,7 +127,7 @@ def _model_for(model: Any, seed: int) -> nn.Module:
 
 
 # arguments of the training functions that the search sets itself (or that do not change the result)
-_SEARCH_OWNED = {"model", "data", "d", "seed", "device", "progress", "test_data", "return_model",
+_SEARCH_OWNED = {"model", "data", "d", "seed", "device", "progress", "test_data", "train_data",
                  "checkpoint_every", "checkpoint_dir", "eval_batch_size"}
 
 
@@ -121,9 +140,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, torch.Tensor):
-        h = hashlib.sha1()
-        _fingerprint_tensor(h, value)
-        return f"tensor:{h.hexdigest()[:16]}"
+        return f"tensor:{fingerprint(value)}"
     if callable(value):
         return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
     return repr(value)
@@ -151,39 +168,6 @@ def resolved_settings(fn: Callable, given: Dict[str, Any], argument: str) -> Dic
            and p.kind is not inspect.Parameter.VAR_KEYWORD}
     out.update(given)
     return {k: _jsonable(v) for k, v in out.items()}
-
-
-class TrialCache:
-    """One JSON file per finished trial under ``directory`` (atomic writes; safe to interrupt)."""
-
-    def __init__(self, directory: Optional[Union[str, os.PathLike]]):
-        self.directory = Path(directory) if directory else None
-        if self.directory:
-            self.directory.mkdir(parents=True, exist_ok=True)
-
-    @staticmethod
-    def key(spec: Dict[str, Any]) -> str:
-        return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-    def get(self, spec: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-        if not self.directory:
-            return None
-        path = self.directory / f"{self.key(spec)}.json"
-        if not path.exists():
-            return None
-        try:
-            return json.loads(path.read_text())["result"]
-        except (ValueError, KeyError):
-            return None
-
-    def put(self, spec: Dict[str, Any], result: Dict[str, Any]) -> None:
-        if not self.directory:
-            return
-        path = self.directory / f"{self.key(spec)}.json"
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"spec": spec, "result": result}, default=str))
-        os.replace(tmp, path)
-
 
 def default_cache_dir() -> Path:
     return _cache_root() / "intrinsic_dimension" / "trials"
@@ -213,187 +197,222 @@ def bootstrap_dint(summary_accs: Dict[int, np.ndarray], baseline_accs: Optional[
 
 
 # --------------------------------------------------------------------------------------------
+# trials (cells of the sweep engine)
+# --------------------------------------------------------------------------------------------
+def _trial(context: Dict[str, Any], *, kind: str, seed: int, d: int = 0, **_key: Any) -> Dict[str, Any]:
+    """One trial, on any worker: a subspace run at ``d`` or a full-training baseline run."""
+    model = context["models"][seed]
+    if kind == "full":
+        m = copy.deepcopy(model)
+        train(m, context["train"], seed=seed, device=context["device"], progress=False, **context["full"])
+        ev = evaluate(m, context["eval"], device=context["device"])
+        return {"accuracy": ev["accuracy"], "loss": ev["loss"]}
+    r = subspace_train(model, context["eval"], d=d, train_data=context["train_arg"], seed=seed,
+                       device=context["device"], progress=False, **context["subspace"])
+    return {"accuracy": r.accuracy, "loss": r.loss, "train_accuracy": r.train_accuracy, "train_loss": r.train_loss,
+            "seconds": r.seconds}
+
+
+class _Search:
+    """The state of one search: its trials, the accuracies per d, and how to run more."""
+
+    def __init__(self, context: Dict[str, Any], keys: Dict[str, Any], seeds: List[int], store, executor,
+                 bar: Progress):
+        self.context, self.keys, self.seeds = context, keys, seeds
+        self.store, self.executor, self.bar = store, executor, bar
+        self.accs: Dict[int, np.ndarray] = {}
+        self.trials: List[Dict[str, Any]] = []
+
+    def _cells(self, cells: List[Dict[str, Any]], stage: str) -> Tuple[List[Dict[str, Any]], Any]:
+        res = sweep.run(functools.partial(_trial, self.context), cells, store=self.store, executor=self.executor,
+                        progress=self.bar.stage(stage, len(cells)))
+        self.bar.update(len(cells))
+        loaded = set(res.loaded)
+        return [{**res[c], "cached": sweep.cell_key(c) in loaded} for c in cells], res
+
+    def baseline(self) -> List[Dict[str, Any]]:
+        cells = [dict(kind="full", seed=s, model=self.keys["model"][s], **self.keys["full"]) for s in self.seeds]
+        rows, _ = self._cells(cells, "baseline training")
+        return [{"seed": s, **r} for s, r in zip(self.seeds, rows)]
+
+    def run(self, dims: Sequence[int]) -> None:
+        """Train every seed at every new ``d`` (one sweep for all of them)."""
+        new = sorted({int(d) for d in dims} - set(self.accs))
+        if not new:
+            return
+        cells = [dict(kind="subspace", d=d, seed=s, model=self.keys["model"][s], **self.keys["subspace"])
+                 for d in new for s in self.seeds]
+        rows, _ = self._cells(cells, f"subspace training d={', '.join(map(str, new))}")
+        for i, d in enumerate(new):
+            part = rows[i * len(self.seeds):(i + 1) * len(self.seeds)]
+            self.trials += [{"d": d, "seed": s, **r} for s, r in zip(self.seeds, part)]
+            self.accs[d] = np.array([r["accuracy"] for r in part])
+
+    def mean(self, d: int) -> float:
+        self.run([d])
+        return float(self.accs[d].mean())
+
+
+def _bisect(search: _Search, target: float, d_min: int, d_max: int, tolerance: float) -> None:
+    hi, lo = d_max, d_min
+    if search.mean(hi) < target or search.mean(lo) >= target:
+        return
+    while hi > lo * (1 + tolerance) and hi - lo > 1:
+        mid = min(max(int(round(math.sqrt(lo * hi))), lo + 1), hi - 1)
+        if search.mean(mid) >= target:
+            hi = mid
+        else:
+            lo = mid
+
+
+def _grid_search(search: _Search, target: float, dims: Sequence[int], grid_points: int, rounds: int) -> None:
+    search.run(dims)
+    for _ in range(rounds):
+        ordered = sorted(search.accs)
+        passing = [d for d in ordered if search.accs[d].mean() >= target]
+        below = [d for d in ordered if passing and d < passing[0]]
+        if not passing or not below or passing[0] - below[-1] <= 1:
+            break
+        new = {int(round(v)) for v in np.geomspace(below[-1], passing[0], grid_points)[1:-1]}
+        new = {v for v in new if below[-1] < v < passing[0]} - set(search.accs)
+        if not new:
+            break
+        search.run(sorted(new))
+
+
+def _steps(method: str, d_min: int, d_max: int, tolerance: float, dims, grid_points: int, rounds: int) -> int:
+    """Subspace dimensions a search will try at most (for the progress total)."""
+    if method == "bisection":
+        return 2 + max(0, math.ceil(math.log2(max(1.0, math.log(max(d_max / d_min, 1.0 + 1e-9))
+                                                  / math.log(1 + tolerance)))))
+    return (len(dims) if dims is not None else grid_points) + rounds * max(0, grid_points - 2)
+
+
+def _summary(accs: Dict[int, np.ndarray], target: float) -> Tuple[pd.DataFrame, float, float]:
+    """The per-d table, d_int90 (the smallest passing d) and its log-linear interpolation."""
+    dims = sorted(accs)
+    summary = pd.DataFrame({
+        "d": dims,
+        "mean_accuracy": [float(accs[d].mean()) for d in dims],
+        "std_accuracy": [float(accs[d].std(ddof=1)) if len(accs[d]) > 1 else 0.0 for d in dims],
+        "n_seeds": [len(accs[d]) for d in dims],
+    })
+    summary["passed"] = summary["mean_accuracy"] >= target
+    passing = summary[summary["passed"]]
+    if not len(passing):
+        return summary, float("nan"), float("nan")
+    d_int = float(passing["d"].iloc[0])
+    below = summary[summary["d"] < d_int]
+    if not len(below):
+        return summary, d_int, d_int
+    d0, a0 = float(below["d"].iloc[-1]), float(below["mean_accuracy"].iloc[-1])
+    a1 = float(passing["mean_accuracy"].iloc[0])
+    frac = (target - a0) / (a1 - a0) if a1 > a0 else 1.0
+    return summary, d_int, float(np.exp(np.log(d0) + frac * (np.log(d_int) - np.log(d0))))
+
+
+# --------------------------------------------------------------------------------------------
 # the search
 # --------------------------------------------------------------------------------------------
-def search(model: Any, data: Any, *, test_data: Any = None, method: str = "bisection",
-           dims: Optional[Sequence[int]] = None, d_min: int = 1, d_max: Optional[int] = None,
-           seeds: Union[int, Sequence[int]] = 3, projection: str = "fastfood", said: bool = False,
-           baseline: Union[str, float] = "full", threshold: float = 0.9, epochs: float = 10, lr: float = 0.1,
-           optimizer: str = "adam", batch_size: int = 64, baseline_kwargs: Optional[Dict[str, Any]] = None,
-           tolerance: float = 0.1, grid_points: int = 6, rounds: int = 2, bootstrap: int = 1000,
-           cache: bool = True, cache_dir: Optional[Union[str, os.PathLike]] = None, seed: int = 0,
-           device: DeviceLike = "auto", progress: ProgressLike = True) -> SearchResult:
-    """Find d_int90, the smallest ``d`` whose mean accuracy over ``seeds`` reaches ``threshold * baseline``.
+def _check_arguments(method: str, threshold: float, baseline: Any, seeds: Union[int, Sequence[int]]) -> List[int]:
+    if method not in ("bisection", "grid"):
+        raise ValueError(f"method={method!r}: choose 'bisection' or 'grid'")
+    if not 0 < threshold <= 1.5:
+        raise ValueError(f"threshold={threshold}: pass a fraction of the baseline such as 0.9")
+    if baseline != "full":
+        try:
+            float(baseline)
+        except (TypeError, ValueError):
+            raise ValueError(f"baseline={baseline!r}: pass 'full' (the model's own full training) or a "
+                             "target accuracy such as 0.95") from None
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise ValueError("seeds is empty; pass a number of seeds >= 1 or a list of seeds")
+    return seed_list
+
+
+def analyze(model: Any, data: Any = None, *, train_data: Any = None, method: str = "bisection",
+            dims: Optional[Sequence[int]] = None, d_min: int = 1, d_max: Optional[int] = None,
+            seeds: Union[int, Sequence[int]] = 3, projection: str = "fastfood", said: bool = False,
+            baseline: Union[str, float] = "full", threshold: float = 0.9, epochs: float = 10, lr: float = 0.1,
+            optimizer: str = "adam", batch_size: int = 64, baseline_kwargs: Optional[Dict[str, Any]] = None,
+            tolerance: float = 0.1, grid_points: int = 6, rounds: int = 2, bootstrap: int = 1000,
+            cache: bool = True, cache_dir: Optional[Union[str, os.PathLike]] = None, executor: Any = None,
+            device: DeviceLike = "auto", seed: int = 0, progress: ProgressLike = True) -> SearchResult:
+    """Find d_int90, the smallest ``d`` whose mean accuracy on ``data`` over ``seeds`` reaches
+    ``threshold * baseline``.
 
     ``model``: an ``nn.Module`` (its weights are ``theta_0`` for every seed), a reference name such as
     ``"mlp"`` / ``"cnn"`` (a fresh seeded initialisation per seed, as in Li et al.), or a callable
-    ``seed -> nn.Module``.  Accuracy is measured on the whole ``test_data`` when given, else on the
-    training data (use that for memorisation tasks such as shuffled labels).
+    ``seed -> nn.Module``.  Every run trains on ``train_data`` (default ``data``: a memorisation task such as
+    shuffled labels is measured on the data it is trained on) and is measured on all of ``data``.
 
     ``baseline="full"`` trains the full model (``models.train`` with ``baseline_kwargs``, default its own
     defaults) once per seed; a number is a fixed target accuracy.  ``method="bisection"`` bisects on a
     log scale between ``d_min`` and ``d_max`` (default ``min(D, 4096)``) until the bracket is within
     ``tolerance`` (relative); ``method="grid"`` evaluates ``dims`` (default ``grid_points`` geometric
     values) and refines ``rounds`` times between the last failing and first passing ``d``.  Trials are
-    cached in ``cache_dir`` (default under the workbench cache) unless ``cache=False``.
+    stored in ``cache_dir`` (default under the workbench cache) unless ``cache=False``; ``executor`` is any
+    executor of :func:`workbench.sweep.run`.
     """
-    if method not in ("bisection", "grid"):
-        raise ValueError(f"method={method!r}: choose 'bisection' or 'grid'")
-    if not 0 < threshold <= 1.5:
-        raise ValueError(f"threshold={threshold}: pass a fraction of the baseline such as 0.9")
-    ds = as_dataset(data, "data")
-    test = as_dataset(test_data, "test_data") if test_data is not None else None
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    if not seed_list:
-        raise ValueError("seeds is empty; pass a number of seeds >= 1 or a list of seeds")
+    seed_list = _check_arguments(method, threshold, baseline, seeds)
+    if data is None:
+        raise ValueError("intrinsic_dimension.analyze needs data: the split whose accuracy is compared with "
+                         "the baseline (and trained on, unless train_data= is given)")
+    evaluate_on = as_dataset(data, "data")
+    trained_on = as_dataset(train_data, "train_data") if train_data is not None else evaluate_on
     dev = resolve_device(device)
-    eval_set = test if test is not None else ds
     models_by_seed = {s: _model_for(model, s) for s in seed_list}
     D = num_parameters(models_by_seed[seed_list[0]])
     d_max = int(min(D, 4096) if d_max is None else d_max)
     d_min = max(1, int(d_min))
     if d_min > d_max:
         raise ValueError(f"d_min={d_min} > d_max={d_max}")
-    store = TrialCache((cache_dir or default_cache_dir()) if cache else None)
-    data_fp, test_fp = _fingerprint_data(ds), _fingerprint_data(test)
-    model_fp = {s: _fingerprint_model(m) for s, m in models_by_seed.items()}
+    if method == "grid":
+        dims = sorted({int(v) for v in dims} if dims is not None else
+                      {int(round(v)) for v in np.geomspace(d_min, d_max, grid_points)})
+        if not dims or dims[0] < 1:
+            raise ValueError(f"dims={dims}: subspace dimensions must be >= 1")
     train_settings = dict(epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size)
     full_settings = dict(baseline_kwargs or {})
-    # cache keys hold every setting a trial runs with, the functions' defaults resolved, and the device
-    sub_key = resolved_settings(subspace_train, dict(train_settings, projection=projection, said=said),
-                                "the subspace settings")
-    full_key = resolved_settings(train, full_settings, "baseline_kwargs") if baseline == "full" else None
-    dev_key = str(dev)
-
-    if method == "bisection":
-        steps = 2 + max(0, math.ceil(math.log2(max(1.0, math.log(max(d_max / d_min, 1.0 + 1e-9))
-                                                   / math.log(1 + tolerance)))))
-    else:
-        first = len(dims) if dims is not None else grid_points
-        steps = first + rounds * max(0, grid_points - 2)
+    # cell keys hold every setting a trial runs with, the functions' defaults resolved, and the device
+    data_keys = dict(data=fingerprint(trained_on), test=fingerprint(evaluate_on) if train_data is not None else None,
+                     device=str(dev))
+    keys = dict(model={s: fingerprint(m) for s, m in models_by_seed.items()},
+                subspace=dict(projection=projection, said=said, **data_keys,
+                              settings=resolved_settings(subspace_train, dict(train_settings, projection=projection,
+                                                                              said=said), "the subspace settings")),
+                full=dict(**data_keys, settings=resolved_settings(train, full_settings, "baseline_kwargs")
+                          if baseline == "full" else None))
+    context = dict(models=models_by_seed, train=trained_on, eval=evaluate_on,
+                   train_arg=trained_on if train_data is not None else None, device=str(dev),
+                   full=full_settings, subspace=dict(train_settings, projection=projection, said=said))
+    store = sweep.Store(Path(cache_dir) if cache_dir else default_cache_dir()) if cache else None
     n_base = len(seed_list) if baseline == "full" else 0
-    trials: List[Dict[str, Any]] = []
-    base_rows: List[Dict[str, Any]] = []
-    accs: Dict[int, np.ndarray] = {}
-
+    steps = _steps(method, d_min, d_max, tolerance, dims, grid_points, rounds)
     with Progress(n_base + steps * len(seed_list), "d_int search", progress) as bar:
-        # ---- baseline -------------------------------------------------------------------
-        if baseline == "full":
-            for s in seed_list:
-                spec = dict(kind="full", seed=s, model=model_fp[s], data=data_fp, test=test_fp, settings=full_key,
-                            device=dev_key)
-                res = store.get(spec)
-                cached = res is not None
-                if res is None:
-                    m = copy.deepcopy(models_by_seed[s])
-                    train(m, ds, seed=s, device=dev, progress=False, **full_settings)
-                    ev = evaluate(m, eval_set, device=dev)
-                    res = {"accuracy": ev["accuracy"], "loss": ev["loss"]}
-                    store.put(spec, res)
-                base_rows.append({"seed": s, **res, "cached": cached})
-                bar.update()
-            base_accs = np.array([r["accuracy"] for r in base_rows])
-            base_value = float(base_accs.mean())
-        else:
-            try:
-                base_value = float(baseline)
-            except (TypeError, ValueError):
-                raise ValueError(f"baseline={baseline!r}: pass 'full' (the model's own full training) or a "
-                                 "target accuracy such as 0.95") from None
-            base_accs = None
+        search = _Search(context, keys, seed_list, store, executor, bar)
+        base_rows = search.baseline() if baseline == "full" else []
+        base_accs = np.array([r["accuracy"] for r in base_rows]) if base_rows else None
+        base_value = float(base_accs.mean()) if base_rows else float(baseline)
         target = threshold * base_value
-
-        def run(d: int) -> float:
-            if d in accs:
-                return float(accs[d].mean())
-            row_accs = []
-            for s in seed_list:
-                spec = dict(kind="subspace", d=d, seed=s, projection=projection, said=said, model=model_fp[s],
-                            data=data_fp, test=test_fp, settings=sub_key, device=dev_key)
-                res = store.get(spec)
-                cached = res is not None
-                if res is None:
-                    r = subspace_train(models_by_seed[s], ds, d, projection=projection, said=said,
-                                       test_data=test, seed=s, device=dev, progress=False, **train_settings)
-                    res = {"accuracy": r.accuracy, "loss": r.loss, "train_accuracy": r.train_accuracy,
-                           "train_loss": r.train_loss, "seconds": r.seconds}
-                    store.put(spec, res)
-                trials.append({"d": d, "seed": s, **res, "cached": cached})
-                row_accs.append(res["accuracy"])
-                bar.update()
-            accs[d] = np.array(row_accs)
-            return float(accs[d].mean())
-
-        # ---- search ---------------------------------------------------------------------
         if method == "bisection":
-            hi, lo = d_max, d_min
-            if run(hi) >= target:
-                if run(lo) >= target:
-                    hi = lo
-                else:
-                    while hi > lo * (1 + tolerance) and hi - lo > 1:
-                        mid = int(round(math.sqrt(lo * hi)))
-                        mid = min(max(mid, lo + 1), hi - 1)
-                        if run(mid) >= target:
-                            hi = mid
-                        else:
-                            lo = mid
+            _bisect(search, target, d_min, d_max, tolerance)
         else:
-            grid = sorted({int(v) for v in dims} if dims is not None else
-                          {int(round(v)) for v in np.geomspace(d_min, d_max, grid_points)})
-            if not grid or grid[0] < 1:
-                raise ValueError(f"dims={dims}: subspace dimensions must be >= 1")
-            for d in grid:
-                run(d)
-            for _ in range(rounds):
-                ordered = sorted(accs)
-                passing = [d for d in ordered if accs[d].mean() >= target]
-                if not passing:
-                    break
-                first = passing[0]
-                below = [d for d in ordered if d < first]
-                if not below or first - below[-1] <= 1:
-                    break
-                new = {int(round(v)) for v in np.geomspace(below[-1], first, grid_points)[1:-1]} - set(accs)
-                new = {v for v in new if below[-1] < v < first}
-                if not new:
-                    break
-                for d in sorted(new):
-                    run(d)
-
-    # ---- summarise ----------------------------------------------------------------------
-    dims_sorted = sorted(accs)
-    summary = pd.DataFrame({
-        "d": dims_sorted,
-        "mean_accuracy": [float(accs[d].mean()) for d in dims_sorted],
-        "std_accuracy": [float(accs[d].std(ddof=1)) if len(accs[d]) > 1 else 0.0 for d in dims_sorted],
-        "n_seeds": [len(accs[d]) for d in dims_sorted],
-    })
-    summary["passed"] = summary["mean_accuracy"] >= target
-    passing = summary[summary["passed"]]
-    reached = bool(len(passing))
-    d_int = float(passing["d"].iloc[0]) if reached else float("nan")
-    d_interp = float("nan")
-    if reached:
-        below = summary[(summary["d"] < d_int)]
-        if len(below):
-            d0, a0 = float(below["d"].iloc[-1]), float(below["mean_accuracy"].iloc[-1])
-            a1 = float(passing["mean_accuracy"].iloc[0])
-            frac = (target - a0) / (a1 - a0) if a1 > a0 else 1.0
-            d_interp = float(np.exp(np.log(d0) + frac * (np.log(d_int) - np.log(d0))))
-        else:
-            d_interp = d_int
-    interval = bootstrap_dint(accs, base_accs, target, threshold, n_boot=bootstrap, seed=seed) \
+            _grid_search(search, target, dims, grid_points, rounds)
+    summary, d_int, d_interp = _summary(search.accs, target)
+    interval = bootstrap_dint(search.accs, base_accs, target, threshold, n_boot=bootstrap, seed=seed) \
         if bootstrap else (float("nan"), float("nan"))
     settings = dict(method=method, seeds=seed_list, projection=projection, said=said, baseline=baseline
                     if baseline == "full" else float(baseline), threshold=threshold,
-                    split="test" if test is not None else "train", data=ds.name,
-                    test_data=test.name if test is not None else None, device=str(dev), d_min=d_min, d_max=d_max,
+                    split="test" if train_data is not None else "train", data=evaluate_on.name,
+                    train_data=trained_on.name, device=str(dev), d_min=d_min, d_max=d_max,
                     tolerance=tolerance, bootstrap=bootstrap, seed=seed, baseline_kwargs=full_settings,
-                    baseline_settings=full_key,
+                    baseline_settings=keys["full"]["settings"], variant=projection + ("+said" if said else ""),
                     model=model if isinstance(model, str) else type(models_by_seed[seed_list[0]]).__name__,
                     theta0="fixed module" if isinstance(model, nn.Module) else "fresh init per seed",
-                    cache_dir=str(store.directory) if store.directory else None, **train_settings)
-    return SearchResult(settings=settings, trials=pd.DataFrame(trials), summary=summary,
+                    cache_dir=str(store.path) if store is not None else None, **train_settings)
+    return SearchResult(settings=settings, trials=pd.DataFrame(search.trials), summary=summary,
                         baseline_trials=pd.DataFrame(base_rows), baseline=base_value, target=float(target),
-                        d_int90=d_int, d_int90_interp=d_interp, interval=tuple(interval), reached=reached, D=D)
+                        d_int90=d_int, d_int90_interp=d_interp, interval=tuple(interval),
+                        reached=not np.isnan(d_int), D=D)

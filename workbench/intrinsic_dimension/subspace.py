@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import pandas as pd
@@ -24,20 +24,11 @@ from torch.func import functional_call
 from ..backend import DeviceLike, resolve_device
 from ..data import as_dataset
 from ..models import evaluate
-from ..progress import Progress, ProgressLike
+from ..paramspace import flatten
+from ..progress import ProgressLike
 from ..results import Result
+from ..training import fit
 from .projections import Projection, make_projection
-
-
-def parameter_spec(model: nn.Module) -> List[Tuple[str, Tuple[int, ...], int, int]]:
-    """``(name, shape, offset, numel)`` for every trainable parameter, in ``named_parameters`` order."""
-    spec, offset = [], 0
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        spec.append((name, tuple(p.shape), offset, p.numel()))
-        offset += p.numel()
-    return spec
 
 
 def num_parameters(model: nn.Module) -> int:
@@ -59,11 +50,10 @@ class SubspaceModel(nn.Module):
         self.base = copy.deepcopy(model).to(dev)
         for p in self.base.parameters():
             p.requires_grad_(False)
-        named = dict(model.named_parameters())
-        self.spec = parameter_spec(model)
-        if not self.spec:
+        if num_parameters(model) == 0:
             raise ValueError("model has no trainable parameters: nothing to project")
-        self.D = self.spec[-1][2] + self.spec[-1][3]
+        theta0, self.spec = flatten(model)
+        self.D = self.spec.numel
         self.d = int(d)
         self.said = bool(said)
         m = len(self.spec) if said else 0
@@ -71,7 +61,7 @@ class SubspaceModel(nn.Module):
         if d_proj < 1:
             raise ValueError(f"d={d} with said=True must exceed the {m} per-tensor scales it includes; "
                              f"pass d > {m}")
-        self.theta0 = torch.cat([named[n].detach().reshape(-1) for n, *_ in self.spec]).to(dev)
+        self.theta0 = theta0.to(dev)
         dtype = self.theta0.dtype
         self.projection: Projection = make_projection(projection, self.D, d_proj, seed=seed, device=dev,
                                                       dtype=dtype, **projection_options)
@@ -83,10 +73,10 @@ class SubspaceModel(nn.Module):
         delta = self.projection(self.theta_d)
         # one split (its backward is a single concatenation), not one slice per tensor (whose backward
         # would build a full-length gradient for every tensor)
-        pieces = delta.split([numel for *_, numel in self.spec])
-        base = self.theta0.split([numel for *_, numel in self.spec])
+        pieces = delta.split(list(self.spec.sizes))
+        base = self.theta0.split(list(self.spec.sizes))
         out = {}
-        for i, ((name, shape, _offset, _numel), piece, start) in enumerate(zip(self.spec, pieces, base)):
+        for i, (name, shape, piece, start) in enumerate(zip(self.spec.names, self.spec.shapes, pieces, base)):
             if self.scales is not None:
                 piece = piece * self.scales[i]
             out[name] = (start + piece).view(shape)
@@ -95,7 +85,7 @@ class SubspaceModel(nn.Module):
     def theta(self) -> torch.Tensor:
         with torch.no_grad():
             params = self.parameters_dict()
-            return torch.cat([params[n].reshape(-1) for n, *_ in self.spec])
+            return torch.cat([params[n].reshape(-1) for n in self.spec.names])
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return functional_call(self.base, self.parameters_dict(), args, kwargs)
@@ -134,6 +124,9 @@ class SubspaceResult(Result):
 
     kind = "subspace"
 
+    def __post_init__(self) -> None:
+        self.model_: Optional[nn.Module] = None  # the trained model copy (not saved)
+
     def to_frame(self) -> pd.DataFrame:
         return self.history
 
@@ -144,24 +137,26 @@ class SubspaceResult(Result):
                 "train_loss": self.train_loss, "seconds": self.seconds}
 
 
-def subspace_train(model: nn.Module, data: Any, d: int, *, projection: Any = "fastfood", said: bool = False,
-                   test_data: Any = None, epochs: float = 10, lr: float = 0.1, batch_size: int = 64,
-                   optimizer: str = "adam", momentum: float = 0.9, weight_decay: float = 0.0,
+def subspace_train(model: nn.Module, data: Any = None, *, d: int, train_data: Any = None,
+                   projection: Any = "fastfood", said: bool = False, epochs: float = 10, lr: float = 0.1,
+                   batch_size: int = 64, optimizer: str = "adam", momentum: float = 0.9, weight_decay: float = 0.0,
                    loss_fn: Optional[Callable] = None, seed: int = 0, device: DeviceLike = "auto",
                    eval_batch_size: int = 1024, progress: ProgressLike = True,
-                   return_model: bool = False, **projection_options: Any):
+                   **projection_options: Any) -> SubspaceResult:
     """Train only ``theta_d`` (length ``d``) in ``theta = theta_0 + P theta_d``; ``model`` is not modified.
 
-    ``theta_0`` is ``model``'s current weights.  ``projection`` is ``"fastfood"`` (default), ``"dense"``,
-    ``"sparse"``, ``"orthogonal"`` or a :class:`~.projections.Projection`; ``seed`` fixes the projection
-    and the batch order (the same shuffling as :func:`workbench.models.train`, so with
-    ``projection="orthogonal"``, ``d = D`` and SGD the run reproduces full training).  ``said=True`` adds
-    one learned scale per parameter tensor, counted in ``d``.  Accuracy and loss are measured on the
-    whole ``test_data`` (and the whole training set) at the end, in batches.  Returns a
-    :class:`SubspaceResult`, or ``(result, trained model copy)`` with ``return_model=True``.
+    ``theta_0`` is ``model``'s current weights.  The run trains on ``train_data`` (default ``data``) and
+    reports accuracy and loss on all of ``data`` (and of the training set).  ``projection`` is
+    ``"fastfood"`` (default), ``"dense"``, ``"sparse"``, ``"orthogonal"`` or a :class:`~.projections.Projection`;
+    ``seed`` fixes the projection and the batch order (the loop of :func:`workbench.training.fit`, the same
+    shuffling as :func:`workbench.models.train`, so with ``projection="orthogonal"``, ``d = D`` and SGD the
+    run reproduces full training).  ``said=True`` adds one learned scale per parameter tensor, counted in
+    ``d``.  The trained model copy is ``result.model_`` (not saved).
     """
-    ds = as_dataset(data, "data")
-    test = as_dataset(test_data, "test_data") if test_data is not None else None
+    if data is None:
+        raise ValueError("subspace_train needs data: the split whose accuracy is reported")
+    test = as_dataset(data, "data")
+    ds = as_dataset(train_data, "train_data") if train_data is not None else test
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     d = int(d)
@@ -175,58 +170,30 @@ def subspace_train(model: nn.Module, data: Any, d: int, *, projection: Any = "fa
     start = time.perf_counter()
     sub = SubspaceModel(model, d, projection=projection, said=said, seed=seed, device=dev, **projection_options)
     params = [sub.theta_d] + ([sub.scales] if sub.scales is not None else [])
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    elif optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer={optimizer!r}; choose 'sgd' or 'adam'")
-
-    steps_per_epoch = max(1, -(-len(ds) // batch_size))
-    total_steps = max(1, int(round(epochs * steps_per_epoch)))
-    rows = []
-    step = 0
     sub.train()
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), \
-            Progress(total_steps, f"subspace d={d}", progress) as bar:
-        torch.manual_seed(seed)
-        epoch = 0
-        while step < total_steps:
-            running, seen = 0.0, 0
-            for xb, yb in ds.batches(batch_size, device=dev, shuffle=True, seed=seed * 100003 + epoch):
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(sub(xb), yb)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"subspace training loss became {loss.item()} at epoch {epoch} "
-                                             f"(step {step}, d={d}); lower lr={lr}")
-                loss.backward()
-                opt.step()
-                running += loss.item() * len(yb)
-                seen += len(yb)
-                step += 1
-                bar.update()
-                if step >= total_steps:
-                    break
-            rows.append({"epoch": epoch + 1, "step": step, "train_loss": running / max(seen, 1)})
-            epoch += 1
+    rows = fit(sub, params, ds, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, momentum=momentum,
+               weight_decay=weight_decay, loss_fn=loss_fn, seed=seed, device=dev, progress=progress,
+               desc=f"subspace d={d}")
     sub.eval()
     trained = sub.materialize()
     tr = evaluate(trained, ds, loss_fn=loss_fn, batch_size=eval_batch_size, device=dev)
-    te = evaluate(trained, test, loss_fn=loss_fn, batch_size=eval_batch_size, device=dev) if test else tr
+    te = evaluate(trained, test, loss_fn=loss_fn, batch_size=eval_batch_size, device=dev) if train_data is not None \
+        else tr
     if rows:
         rows[-1].update(test_loss=te["loss"], test_accuracy=te["accuracy"])
     settings = dict(projection=sub.projection.kind, said=bool(said), d=d, D=D, seed=seed, epochs=epochs, lr=lr,
                     batch_size=batch_size, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
-                    device=str(dev), data=ds.name, test_data=test.name if test else None,
-                    split="test" if test else "train", projection_info=sub.projection.describe())
+                    device=str(dev), data=test.name, train_data=ds.name if train_data is not None else None,
+                    split="test" if train_data is not None else "train",
+                    projection_info=sub.projection.describe(),
+                    variant=sub.projection.kind + ("+said" if said else ""))
     result = SubspaceResult(
         settings=settings, history=pd.DataFrame(rows),
         theta_d=sub.theta_d.detach().cpu().numpy().copy(),
         scales=sub.scales.detach().cpu().numpy().copy() if sub.scales is not None else np.zeros(0),
         accuracy=float(te["accuracy"]), loss=float(te["loss"]), train_accuracy=float(tr["accuracy"]),
         train_loss=float(tr["loss"]), D=D, d=d, seconds=time.perf_counter() - start)
-    if return_model:
-        return result, trained
+    result.model_ = trained
     return result
 
 
