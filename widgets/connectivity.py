@@ -45,8 +45,8 @@ class ConnectivityPanel(Panel):
     def controls(self) -> Dict[str, ipw.Widget]:
         style = {"description_width": "initial"}
         return {
-            "source": ipw.Dropdown(options=["train", "reference", "files", "given"], value="train", description="models",
-                                   style=style),
+            "source": ipw.Dropdown(options=["train", "reference", "files", "given"], value="train",
+                                   description="models", style=style),
             "arch": ipw.Dropdown(options=["mlp", "cnn", "resnet"], value="mlp", description="architecture",
                                  style=style),
             "path_a": ipw.Text(value="", placeholder="model A file", description="file A",
@@ -101,18 +101,18 @@ class ConnectivityPanel(Panel):
                 layerwise, device):
         a, b, test, train = self._models(progress, source, arch, seed_a, seed_b, epochs, path_a, path_b)
         methods = [m for m, on in (("weight", weight), ("activation", activation)) if on]
-        return lmc.analyze(a, b, test, train_data=train, methods=methods, points=int(points), bn=bn,
+        return lmc.analyze((a, b), test, train_data=train, methods=methods, points=int(points), bn=bn,
                            run_layerwise=bool(layerwise), device=device, progress=progress)
 
     def draw(self, result: lmc.ConnectivityResult) -> None:
-        copy_figure(figures.curves_figure(result), self.figures["curves"])
+        copy_figure(figures.curves(result), self.figures["curves"])
         if len(result.layerwise):
-            copy_figure(figures.layerwise_figure(result), self.figures["layers"])
+            copy_figure(figures.layerwise(result), self.figures["layers"])
         else:  # not computed this run: drop the previous run's chart
             empty = go.Figure()
             empty.update_layout(title="Layer-wise LMC: not computed (tick 'layer-wise LMC' to compute it)",
                                 height=120)
             copy_figure(empty, self.figures["layers"])
-        copy_figure(figures.diagnostics_figure(result), self.figures["diagnostics"])
+        copy_figure(figures.diagnostics(result), self.figures["diagnostics"])
         self.table.value = result.summary("loss").to_html(float_format=lambda v: f"{v:.4f}")
         self.merged_table.value = result.merged.to_html(index=False, float_format=lambda v: f"{v:.4f}")

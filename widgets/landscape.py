@@ -2,8 +2,8 @@
 
 A thin view over :mod:`workbench.landscape`: the controls pick the model (a reference digits model, or
 the ``model`` / ``data`` passed in; ``model="cnn"`` selects that reference model), the grid and the
-direction normalisation; the colour controls (log scale, fixed levels, split) only redraw.  Clicking a grid point of the contour shows its loss and
-accuracy on every split.
+direction normalisation; the colour controls (log scale, fixed levels, split) only redraw.  Clicking a grid
+point of the contour shows its loss and accuracy on every split.
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import numpy as np
 import plotly.graph_objects as go
 
 from workbench import landscape as L
+from workbench.data import digits
 from workbench.landscape import figures
 from workbench.models import reference_model
-from workbench.data import digits
 
 from .base import Panel, copy_figure, model_argument
 
@@ -80,20 +80,12 @@ class LandscapePanel(Panel):
         return model, data
 
     def compute(self, progress: Callable, *, model, steps, span, norm, ignore, seed, split, metric, log, zmin,
-                zmax, hessian, device) -> Dict[str, Any]:
+                zmax, hessian, device) -> L.LandscapeReport:
         net, data = self._model_and_data(model)
-        out: Dict[str, Any] = {}
-        out["plane"] = L.plane(net, None, data, steps=int(steps), span=float(span), norm=norm,
-                               ignore=None if ignore == "none" else ignore, seed=int(seed), device=device,
-                               progress=progress)
-        if hessian:
-            first = data.get("train", next(iter(data.values())))
-            out["eigen"] = L.eigenvalues(net, None, first, k=3, max_iter=60, seed=int(seed), device=device,
-                                         progress=progress)
-            out["trace"] = L.trace(net, None, first, n_samples=20, seed=int(seed), device=device, progress=progress)
-            out["density"] = L.density(net, None, first, n_runs=2, steps=40, seed=int(seed), device=device,
-                                       progress=progress)
-        return out
+        return L.analyze(net, data, steps=int(steps), span=float(span), norm=norm,
+                         ignore=None if ignore == "none" else ignore, curvature=bool(hessian), k=3, max_iter=60,
+                         trace_vectors=20, density_runs=2, density_steps=40, seed=int(seed), device=device,
+                         progress=progress)
 
     # -- drawing -----------------------------------------------------------------------------
     def _levels(self):
@@ -104,8 +96,8 @@ class LandscapePanel(Panel):
         want = self.widgets["split"].value
         return want if want in res.loss else res.splits[-1]
 
-    def draw(self, result: Dict[str, Any]) -> None:
-        res = result["plane"]
+    def draw(self, result: L.LandscapeReport) -> None:
+        res = result.plane
         split = self._split(res)
         metric = self.widgets["metric"].value
         log = bool(self.widgets["log"].value)
@@ -115,9 +107,8 @@ class LandscapePanel(Panel):
         copy_figure(figures.surface(res, split=split, metric=metric, log=log, zmin=zmin, zmax=zmax),
                     self.figures["surface"])
         copy_figure(figures.slices(res, log=log), self.figures["slices"])
-        if "eigen" in result:
-            copy_figure(figures.spectrum(result.get("density"), result["eigen"], trace=result.get("trace")),
-                        self.figures["spectrum"])
+        if result.eigen is not None:
+            copy_figure(figures.spectrum(result.density, result.eigen, trace=result.trace), self.figures["spectrum"])
         else:  # no spectrum for this run: do not leave an earlier run's on show
             copy_figure(go.Figure(), self.figures["spectrum"])
         self.figures["contour"].data[0].on_click(self._on_click)
@@ -139,7 +130,7 @@ class LandscapePanel(Panel):
         """Show (and return) loss and accuracy per split at the grid point nearest to ``(x, y)``."""
         if self.result is None:
             return {}
-        res = self.result["plane"]
+        res = self.result.plane
         i = int(np.argmin(np.abs(res.x - x)))
         j = int(np.argmin(np.abs(res.y - y)))
         values = {s: res.value_at(i, j, s) for s in res.splits}

@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 
 import ipywidgets as ipw
 
-from workbench.pruning import figures, regime_map
+from workbench.pruning import analyze, estimate_cost, figures
 
 from .base import Panel, copy_figure
 
@@ -37,9 +37,9 @@ class PruningPanel(Panel):
     title = "Pruning regimes"
     figure_names = ("regime", "test_error", "mc", "cka")
 
-    def __init__(self, *, data: Any = None, test_data: Any = None, store: Any = None, executor: Any = None,
+    def __init__(self, *, data: Any = None, train_data: Any = None, store: Any = None, executor: Any = None,
                  **kw: Any):
-        self.data, self.test_data, self.store, self.executor = data, test_data, store, executor
+        self.data, self.train_data, self.store, self.executor = data, train_data, store, executor
         self.table = ipw.HTML(value="")
         self.estimate_button = ipw.Button(description="Estimate cost", icon="clock-o")
         self.estimate_label = ipw.HTML(value="")
@@ -71,21 +71,21 @@ class PruningPanel(Panel):
         return [ipw.HBox([self.estimate_button, self.estimate_label]), f["regime"], metrics, self.table]
 
     def _arguments(self, *, model, knob, values, densities, scope, seeds, retrain_epochs, lr, points) -> dict:
-        return dict(model=model, data=self.data, test_data=self.test_data, knob=knob,
+        return dict(model=model, data=self.data, train_data=self.train_data, knob=knob,
                     values=parse_list(values, "knob values", _number),
                     densities=parse_list(densities, "densities"), scope=scope,
                     seeds=list(range(int(seeds))), retrain_epochs=retrain_epochs, lr=lr, points=points,
                     store=self.store, executor=self.executor, threads=1)
 
     def compute(self, progress, **values):
-        return regime_map(**self._arguments(**values), progress=progress)
+        return analyze(**self._arguments(**values), progress=progress)
 
     def estimate(self) -> None:
         """Time one cell and show what the grid of the current controls will cost (stored cells are free)."""
         self.error_area.value = ""
         self.estimate_label.value = "estimating..."
         try:
-            self.cost = regime_map(**self._arguments(**self.values), estimate=True, progress=False)
+            self.cost = estimate_cost(**self._arguments(**self.values))
         except Exception as exc:  # shown to the user, not lost
             self.estimate_label.value = ""
             self.show_error(exc)
@@ -93,9 +93,9 @@ class PruningPanel(Panel):
         self.estimate_label.value = f"before running: {html.escape(str(self.cost))}"
 
     def draw(self, result) -> None:
-        copy_figure(figures.regime_figure(result), self.figures["regime"])
+        copy_figure(figures.regimes(result), self.figures["regime"])
         for metric in ("test_error", "mc", "cka"):
-            fig = figures.metric_heatmap(result, metric)
+            fig = figures.heatmap(result, metric)
             fig.update_layout(width=420, height=360)
             copy_figure(fig, self.figures[metric])
         cols = ["value", "density", "test_error", "mc", "cka", "regime", "confidence"]

@@ -75,13 +75,13 @@ class SpectraPanel(Panel):
         self.table.value = result.to_frame()[TABLE_COLUMNS].to_html(float_format=lambda v: f"{v:.3g}",
                                                                     index=False, max_rows=60)
         self.skipped.value = _skipped_html(result.skipped)
-        copy_figure(figures.alpha_figure(result), self.figures["alpha"])
+        copy_figure(figures.alpha(result), self.figures["alpha"])
         self._redraw_esd()
         self._redraw_welore()
 
     def _redraw_esd(self) -> None:
         if self.result is not None and self.widgets["layer"].value:
-            copy_figure(figures.esd_figure(self.result, self.widgets["layer"].value), self.figures["esd"])
+            copy_figure(figures.esd(self.result, self.widgets["layer"].value), self.figures["esd"])
 
     def _redraw_welore(self) -> None:
         if self.result is None:
@@ -91,4 +91,4 @@ class SpectraPanel(Panel):
         except ValueError as exc:  # e.g. a model with conv layers only
             self.show_error(exc)
             return
-        copy_figure(figures.welore_figure(self.plan), self.figures["welore"])
+        copy_figure(figures.welore(self.plan), self.figures["welore"])

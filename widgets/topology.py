@@ -78,7 +78,7 @@ class TopologyPanel(Panel):
         column = metric_column(v["metric"], v["split"])
         copy_figure(figures.scatter(result, metric=column, target=v["target"]), self.figures["scatter"])
         copy_figure(figures.overview(result, split=v["split"]), self.figures["overview"])
-        copy_figure(figures.correlation_bars(result, target=v["target"]), self.figures["correlations"])
+        copy_figure(figures.correlations(result, target=v["target"]), self.figures["correlations"])
         s = result.shift
         self.summary.value = (
             f"<b>{html.escape(str(result.settings.get('graph')))}</b>: {result.settings.get('num_nodes')} nodes, "

@@ -1,9 +1,10 @@
 """Low-rank spectra of weight matrices: ESDs, heavy-tail alpha, ranks, and WeLore compression.
 
 ``analyze(model)`` returns a :class:`SpectraResult` (one row per weight matrix); ``welore(result, ...)``
-plans a rank reduction and ``compress(model, plan, data=...)`` applies it.  Figures live in
-:mod:`workbench.spectra.figures`.
+plans a rank reduction and ``compress(model, data, plan=...)`` applies it.  Definitions:
+``docs/spectra.md``.  Figures live in :mod:`workbench.spectra.figures` (imported on first use).
 """
+from ..lazy import figures_on_demand
 from .analyze import COLUMNS, SpectraResult, analyze
 from .extract import WeightMatrix, iter_matrices
 from .powerlaw import PowerLawFit, bootstrap_alpha, fit_powerlaw
@@ -12,3 +13,5 @@ from .welore import CompressionResult, LowRankLinear, WeLoreResult, compress, so
 __all__ = ["analyze", "SpectraResult", "COLUMNS", "fit_powerlaw", "bootstrap_alpha", "PowerLawFit",
            "iter_matrices", "WeightMatrix", "welore", "solve_tau", "WeLoreResult", "compress",
            "CompressionResult", "LowRankLinear"]
+
+__getattr__ = figures_on_demand(__name__)

@@ -122,11 +122,14 @@ def _metrics(entry: WeightMatrix, ev: np.ndarray, fit: PowerLawFit, ci: tuple,
     }
 
 
-def analyze(model, *, device: DeviceLike = "auto", embeddings: bool = True, min_evals: int = 8,
+def analyze(model, data: Any = None, *, device: DeviceLike = "auto", embeddings: bool = True, min_evals: int = 8,
             max_size: Optional[int] = None, method: str = "gram", dtype: torch.dtype = torch.float64,
             bootstrap: int = 200, level: float = 0.95, bootstrap_mode: str = "tail", seed: int = 0,
             batch_elements: int = 1 << 25, mp_fit: bool = True, progress: ProgressLike = True) -> SpectraResult:
     """Spectral metrics of every weight matrix of ``model`` (an ``nn.Module`` or a state dict).
+
+    The analysis reads the weights only: ``data`` must be ``None`` (it is there so that every analysis is
+    called the same way, see ``docs/protocol.md``).  Definitions: ``docs/spectra.md``.
 
     Parameters
     ----------
@@ -145,6 +148,8 @@ def analyze(model, *, device: DeviceLike = "auto", embeddings: bool = True, min_
     :func:`rank_tolerance`; ``eps`` of ``dtype`` or of the weights' dtype, whichever is coarser), the same for
     ``method="gram"`` and ``"svd"``.
     """
+    if data is not None:
+        raise ValueError("spectra.analyze reads only the weights: pass data=None (spectra needs no data)")
     dev = resolve_device(device)
     entries, skipped = iter_matrices(model, embeddings=embeddings)
     if max_size is not None:
@@ -196,7 +201,7 @@ def analyze(model, *, device: DeviceLike = "auto", embeddings: bool = True, min_
     settings = dict(device=str(dev), embeddings=embeddings, min_evals=min_evals, max_size=max_size,
                     method=method, dtype=str(dtype).replace("torch.", ""), bootstrap=bootstrap, level=level,
                     bootstrap_mode=bootstrap_mode, seed=seed, evals_thresh=EVALS_THRESH,
-                    conv_scale="sqrt(1/2) per slice", model=type(model).__name__,
+                    conv_scale="sqrt(1/2) per slice", model=type(model).__name__, variant="weightwatcher",
                     numerical_rank_tol="lambda > lambda_max * max(N, M) * eps(coarser of dtype, weight dtype)",
                     mp_softrank="weightwatcher mp_fit: linear KDE bw 0.1, brute+fmin sigma, bulk edge / lambda_max"
                     if mp_fit else "off")

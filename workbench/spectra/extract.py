@@ -1,7 +1,7 @@
 """Find the weight matrices of a model, in module order, as stacks of same-shape slices.
 
 Each entry becomes a :class:`WeightMatrix`: a ``(k, N, M)`` stack (``N >= M``) whose ``k`` slices pool into
-one empirical spectral density, and a scale applied to every slice.  The rules (REFERENCE section 1):
+one empirical spectral density, and a scale applied to every slice.  The rules (``docs/spectra.md``):
 
 * ``nn.Linear`` (and subclasses), Hugging Face ``Conv1D`` (GPT-2 style, weight stored ``in x out``) and any
   other module with a 2-D ``weight``: one matrix.

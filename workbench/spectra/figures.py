@@ -1,7 +1,7 @@
 """Pure figure functions for spectra results (plotly ``go.Figure``)."""
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 import plotly.graph_objects as go
@@ -11,8 +11,10 @@ from .analyze import SpectraResult
 from .powerlaw import EVALS_THRESH, powerlaw_pdf
 from .welore import WeLoreResult
 
+__all__ = ["esd", "alpha", "metric", "welore"]
 
-def esd_figure(result: SpectraResult, layer: Union[int, str] = 0, *, bins: int = 60) -> go.Figure:
+
+def esd(result: SpectraResult, layer: Union[int, str] = 0, *, bins: int = 60) -> go.Figure:
     """Histogram of one matrix's ESD on log-log axes, with the fitted power-law tail and ``xmin``."""
     i = result._index(layer)
     row = result.table.iloc[i]
@@ -39,7 +41,7 @@ def esd_figure(result: SpectraResult, layer: Union[int, str] = 0, *, bins: int =
     return base_layout(fig, f"ESD of {row['name']} ({row['shape']})")
 
 
-def alpha_figure(result: SpectraResult) -> go.Figure:
+def alpha(result: SpectraResult) -> go.Figure:
     """``alpha`` per layer with its bootstrap interval and the 2 and 6 guide lines."""
     t = result.table
     x = list(range(len(t)))
@@ -56,7 +58,7 @@ def alpha_figure(result: SpectraResult) -> go.Figure:
     return base_layout(fig, "Power-law exponent per layer")
 
 
-def metric_figure(result: SpectraResult, metric: str = "stable_rank") -> go.Figure:
+def metric(result: SpectraResult, metric: str = "stable_rank") -> go.Figure:
     """Any numeric column of the table per layer."""
     t = result.table
     if metric not in t or t[metric].dtype.kind not in "biuf":
@@ -66,7 +68,7 @@ def metric_figure(result: SpectraResult, metric: str = "stable_rank") -> go.Figu
     return base_layout(fig, f"{metric} per layer")
 
 
-def welore_figure(plan: WeLoreResult) -> go.Figure:
+def welore(plan: WeLoreResult) -> go.Figure:
     """Per-matrix rank reduction at ``tau``; LRCs and N-LRCs coloured, the LRC ratio as a line."""
     t = plan.table
     colors = [COLORS[3] if lrc else COLORS[0] for lrc in t["lrc"]]

@@ -1,6 +1,6 @@
 """Power-law fit of an empirical spectral density's tail, vectorised over every candidate ``xmin``.
 
-The fit is the weightwatcher-compatible one (REFERENCE section 1): eigenvalues ``<= thresh`` are dropped;
+The fit is the weightwatcher-compatible one (``docs/spectra.md``): eigenvalues ``<= thresh`` are dropped;
 for each candidate ``xmin`` among the sorted eigenvalues the Hill/MLE exponent
 ``alpha = 1 + n / sum(log(x / xmin))`` is computed over the tail ``x >= xmin``, together with the
 Kolmogorov-Smirnov distance between the empirical tail CDF and the fitted one; the ``xmin`` with the
@@ -13,7 +13,7 @@ Where weightwatcher loops over candidates in Python, here all candidates are eva
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import pandas as pd
@@ -139,6 +139,9 @@ class CompressionResult(Result):
 
     kind = "welore-compression"
 
+    def __post_init__(self) -> None:
+        self.model_: Optional[nn.Module] = None  # the compressed model (not saved)
+
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()
 
@@ -218,9 +221,10 @@ def _unparametrise(mod: nn.Module) -> str:
     return ""
 
 
-def compress(model: nn.Module, plan, *, only: str = "lrc", data: Any = None, loss_fn: Optional[Callable] = None,
-             device: DeviceLike = "auto", inplace: bool = False):
-    """Replace matrices by truncated SVD factors; returns ``(compressed_model, CompressionResult)``.
+def compress(model: nn.Module, data: Any = None, *, plan, only: str = "lrc", loss_fn: Optional[Callable] = None,
+             device: DeviceLike = "auto", inplace: bool = False) -> CompressionResult:
+    """Replace matrices by truncated SVD factors; returns a :class:`CompressionResult` whose ``model_`` is
+    the compressed model.
 
     ``plan``: a :class:`WeLoreResult` or a dict name -> rank, names as in the spectra table (``"fc.weight"``,
     ``"attn.in_proj_weight[q]"``, ``"attn.q_proj_weight"``, a loose parameter's name, ``"weight"`` for a
@@ -230,8 +234,9 @@ def compress(model: nn.Module, plan, *, only: str = "lrc", data: Any = None, los
     (a root ``nn.Linear`` is then replaced as a whole); other matrices are replaced by their rank-``r``
     reconstruction (same shape); a weight_norm / spectral_norm parametrisation is folded into the weight.
 
-    The caller's ``model`` is neither changed nor moved: the result is a new model (unless ``inplace=True``,
-    which edits ``model`` itself; use the returned model, which differs for a root ``nn.Linear``).  With
+    The caller's ``model`` is neither changed nor moved: ``result.model_`` is a new model (unless
+    ``inplace=True``, which edits ``model`` itself; use ``result.model_``, which differs for a root
+    ``nn.Linear``).  With
     ``data``, the loss and accuracy before and after are measured on all of it, on copies on ``device``.
     """
     from ..models import evaluate  # local import: models pulls in the training loop
@@ -294,4 +299,5 @@ def compress(model: nn.Module, plan, *, only: str = "lrc", data: Any = None, los
     res = CompressionResult(settings=dict(only=only, device=str(dev), num_matrices=len(ranks)),
                             table=pd.DataFrame(rows_out, columns=["name", "rank", "how"]), before=before,
                             after=after, params_before=int(n_before), params_after=int(n_after))
-    return target, res
+    res.model_ = target
+    return res

@@ -14,21 +14,39 @@ Quick start::
     split = tp.split_edges(tp.builtin("karate"), seed=0)
     tc = tp.concentration(split, k=2)
     tc.to_frame()            # one row per node: train, val, test
+    report = tp.analyze(tp.builtin("karate"), k=2)   # TC, ATC, baselines and link prediction per node
+
+Definitions: ``docs/topology.md``.
 """
-from .concentration import (ATCResult, TCResult, approximate_concentration, concentration, degrees,
-                            subgraph_density, walk_concentration)
-from .graphs import (BUILTIN_GRAPHS, EdgeSplit, GraphData, GraphInputWarning, as_graph, builtin, edge_array,
-                     split_edges)
+from .concentration import (
+                            ATCResult,
+                            TCResult,
+                            approximate_concentration,
+                            concentration,
+                            degrees,
+                            subgraph_density,
+                            walk_concentration,
+)
+from .graphs import BUILTIN_GRAPHS, EdgeSplit, GraphData, GraphInputWarning, as_graph, builtin, edge_array, split_edges
 
 __all__ = [
     "ATCResult", "TCResult", "approximate_concentration", "concentration", "degrees", "subgraph_density",
     "walk_concentration", "BUILTIN_GRAPHS", "EdgeSplit", "GraphData", "GraphInputWarning", "as_graph",
     "builtin", "edge_array", "split_edges",
 ]
-from . import figures  # noqa: E402
+from ..lazy import figures_on_demand  # noqa: E402
 from .analysis import PREDICTORS, TopologyReport, analyze  # noqa: E402
-from .linkpred import (LinkPredictor, NodePerformance, correlations, distribution_shift,  # noqa: E402
-                       fit_link_predictor, node_metrics, rank_metrics)
+from .linkpred import (  # noqa: E402
+                            LinkPredictor,
+                            NodePerformance,
+                            correlations,
+                            distribution_shift,
+                            fit_link_predictor,
+                            node_metrics,
+                            rank_metrics,
+)
 
-__all__ += ["figures", "PREDICTORS", "TopologyReport", "analyze", "LinkPredictor", "NodePerformance",
+__all__ += ["PREDICTORS", "TopologyReport", "analyze", "LinkPredictor", "NodePerformance",
             "correlations", "distribution_shift", "fit_link_predictor", "node_metrics", "rank_metrics"]
+
+__getattr__ = figures_on_demand(__name__)

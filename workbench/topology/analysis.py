@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 
 from ..backend import DeviceLike
-from ..progress import ProgressLike
+from ..progress import Progress, ProgressLike
 from ..results import Result
 from .concentration import SPLITS, approximate_concentration, concentration, subgraph_density
-from .graphs import EdgeSplit, split_edges
+from .graphs import EdgeSplit, as_graph, split_edges
 from .linkpred import DEFAULT_KS, correlations, distribution_shift, fit_link_predictor, node_metrics
 
 # every per-node predictor correlated with performance: TC and ATC per split, the degree baselines on
-# train/val/test (REFERENCE section 6) and the K-hop ego-net density
+# train/val/test (docs/topology.md) and the K-hop ego-net density
 PREDICTORS = ("tc_train", "tc_val", "tc_test", "atc_val", "atc_test", "degree_train", "degree_val",
               "degree_test", "density")
 
@@ -43,20 +43,49 @@ class TopologyReport(Result):
         return [c for c in self.nodes.columns if "@" in c or c == "mrr"]
 
 
-def analyze(graph: Any, *, k: int = 1, val: float = 0.1, test: float = 0.2, model: str = "gcn",
-            epochs: int = 100, ks: Sequence[int] = DEFAULT_KS, similarity: str = "cosine",
-            reweight: Optional[str] = None, seed: int = 0, device: DeviceLike = "auto",
-            progress: ProgressLike = False) -> TopologyReport:
-    """Split ``graph`` (or use an :class:`EdgeSplit` as is), compute TC at ``k`` hops for all splits,
-    ATC, degrees and K-hop density, train ``model`` ("gcn" or "cn"), score every test node and correlate.
+def _split(graph: Any, data: Any, val: float, test: float, seed: int) -> EdgeSplit:
+    """The edge split to analyse: ``graph`` itself (an :class:`EdgeSplit`), ``graph``'s edges as training
+    edges with ``data``'s held-out ``{"val": ..., "test": ...}`` edges, or a seeded split of ``graph``."""
+    if isinstance(graph, EdgeSplit):
+        if data is not None:
+            raise ValueError("graph is already an EdgeSplit (it holds its val/test edges); pass data=None")
+        return graph
+    if data is None:
+        return split_edges(graph, val=val, test=test, seed=seed)
+    if not isinstance(data, dict) or not set(data) <= {"val", "test"} or "test" not in data:
+        raise ValueError("data: pass the held-out edges as {'val': edges, 'test': edges} ('val' optional), "
+                         "or None for a seeded split of graph's edges")
+    g = as_graph(graph, name="train")
+    held = {s: as_graph(e, name=s) for s, e in data.items()}
+    n = max([g.num_nodes] + [h.num_nodes for h in held.values()])
+    empty = np.zeros((0, 2), np.int64)
+    return EdgeSplit(train=g.edges, val=held["val"].edges if "val" in held else empty, test=held["test"].edges,
+                     num_nodes=n, name=g.name, settings={"given": True, "graph": g.name})
+
+
+def analyze(graph: Any, data: Any = None, *, k: int = 1, val: float = 0.1, test: float = 0.2,
+            model: str = "gcn", epochs: int = 100, ks: Sequence[int] = DEFAULT_KS, similarity: str = "cosine",
+            reweight: Optional[str] = None, device: DeviceLike = "auto", seed: int = 0,
+            progress: ProgressLike = True) -> TopologyReport:
+    """Per-node TC at ``k`` hops for all splits, ATC, degrees and K-hop density, a link predictor
+    (``model``: "gcn" or "cn") scored on every test node, and the correlations between them.
+
+    ``graph`` is any edge collection (then its edges are split with ``val`` / ``test`` fractions and
+    ``seed``, or ``data`` gives the held-out ``{"val": ..., "test": ...}`` edges) or an :class:`EdgeSplit`.
+    Definitions: ``docs/topology.md``.
     """
-    split = graph if isinstance(graph, EdgeSplit) else split_edges(graph, val=val, test=test, seed=seed)
-    tc = concentration(split, k=k, device=device)
-    atc = approximate_concentration(split, k=k, similarity=similarity, seed=seed, device=device)
-    dens = subgraph_density(split.train, k=k, num_nodes=split.num_nodes, device=device)
-    pred = fit_link_predictor(split, model=model, epochs=epochs, reweight=reweight, k=k, tc=tc, seed=seed,
-                              device=device, progress=progress)
-    perf = node_metrics(pred, split, ks=ks, seed=seed, device=device).to_frame()
+    split = _split(graph, data, val, test, seed)
+    with Progress(4, "topology", progress) as bar:
+        tc = concentration(split, k=k, device=device, progress=bar.stage("topological concentration"))
+        bar.update()
+        atc = approximate_concentration(split, k=k, similarity=similarity, seed=seed, device=device)
+        dens = subgraph_density(split.train, k=k, num_nodes=split.num_nodes, device=device)
+        bar.update()
+        pred = fit_link_predictor(split, model=model, epochs=epochs, reweight=reweight, k=k, tc=tc, seed=seed,
+                                  device=device, progress=bar.stage("link predictor training"))
+        bar.update()
+        perf = node_metrics(pred, split, ks=ks, seed=seed, device=device).to_frame()
+        bar.update()
     nodes = pd.DataFrame({f"tc_{s}": getattr(tc, s) for s in SPLITS}, index=pd.RangeIndex(split.num_nodes,
                                                                                               name="node"))
     for s in SPLITS:
@@ -74,5 +103,6 @@ def analyze(graph: Any, *, k: int = 1, val: float = 0.1, test: float = 0.2, mode
         settings={"graph": split.name, "k": k, "val": val, "test": test, "model": model, "epochs": epochs,
                   "ks": list(ks), "similarity": similarity, "reweight": reweight, "seed": seed,
                   "device": tc.settings["device"], "num_nodes": split.num_nodes, "beta": tc.beta,
+                  "variant": "exact-tc",
                   "split": dict(split.settings)},
     )

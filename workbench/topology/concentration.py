@@ -1,6 +1,6 @@
 """Topological concentration (TC), its approximation (ATC) and the degree / density baselines.
 
-Definitions (REFERENCE section 6, Wang et al., ICLR 2024).  ``A`` is the adjacency of the training edges,
+Definitions (``docs/topology.md``; Wang et al., ICLR 2024).  ``A`` is the adjacency of the training edges,
 ``beta = 1 / mean training degree`` (over all ``num_nodes`` nodes), ``N_i^X`` node ``i``'s neighbours in
 split ``X``.  With ``S = sum_k beta^(k-1) A^k`` and ``T = sum_k beta^(k-1) [A^k > 0]``::
 

@@ -10,6 +10,8 @@ from ..plotting import COLORS, base_layout
 from .analysis import TopologyReport
 from .concentration import SPLITS, TCResult
 
+__all__ = ["scatter", "correlations", "distributions", "shift", "graph", "overview", "tc_by_hops"]
+
 SMALL_GRAPH = 400  # graphs up to this many nodes are drawn, larger ones shown as distributions
 
 
@@ -44,7 +46,7 @@ def scatter(report: TopologyReport, *, metric: str = "tc_test", target: str = "h
     return fig
 
 
-def correlation_bars(report: TopologyReport, *, target: str = "hits@10") -> go.Figure:
+def correlations(report: TopologyReport, *, target: str = "hits@10") -> go.Figure:
     """Pearson and Spearman correlation of every predictor with ``target``."""
     c = report.correlations[report.correlations["target"] == target]
     if c.empty:
@@ -86,7 +88,7 @@ def shift(result: Union[TopologyReport, TCResult]) -> go.Figure:
     return fig
 
 
-def graph_drawing(edges: np.ndarray, values: np.ndarray, *, title: str = "Training graph coloured by TC",
+def graph(edges: np.ndarray, values: np.ndarray, *, title: str = "Training graph coloured by TC",
                   labels: Optional[Sequence] = None, seed: int = 0, max_nodes: int = SMALL_GRAPH) -> go.Figure:
     """Spring-layout drawing of a small graph with nodes coloured by ``values`` (e.g. Train-TC)."""
     import networkx as nx
@@ -119,7 +121,7 @@ def graph_drawing(edges: np.ndarray, values: np.ndarray, *, title: str = "Traini
 def overview(report: TopologyReport, *, split: str = "train") -> go.Figure:
     """The graph coloured by ``split`` TC when small, else the TC distributions."""
     if len(report.nodes) <= SMALL_GRAPH:
-        return graph_drawing(report.train_edges, report.nodes[f"tc_{split}"].to_numpy(),
+        return graph(report.train_edges, report.nodes[f"tc_{split}"].to_numpy(),
                              title=f"Training graph coloured by {split}-TC (k={report.settings.get('k')})")
     return distributions(report)
 
