@@ -99,7 +99,7 @@ def part2(width, epochs, device):
     a, b = pair
     rows = []
     t = time.perf_counter()
-    res = lmc.analyze(a, b, test, train_data=train, points=25, bn="reset", run_layerwise=False, device=device)
+    res = lmc.analyze((a, b), test, train_data=train, points=25, bn="reset", run_layerwise=False, device=device)
     elapsed = time.perf_counter() - t
     s = res.summary()
     d = res.diagnostics[res.diagnostics["layer"] == "<all parameters>"].set_index("model")

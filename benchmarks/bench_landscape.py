@@ -58,7 +58,7 @@ def main() -> None:
           f" = {P} points, whole data set per point")
 
     # warm-up (allocator, vmap tracing)
-    L.plane(model, None, train, steps=3, device=dev, progress=False)
+    L.plane(model, train, steps=3, device=dev, progress=False)
 
     # (a) ours vs loss_landscapes.random_plane, alternated twice; the best time of each is kept
     try:
@@ -83,9 +83,9 @@ def main() -> None:
     n_floor = min(P, 64)  # plain passes timed per round for (b); the floor is P times the best per-pass time
     t_ours = t_peer = t_vec = t_pass = float("inf")
     for _round in range(2):
-        t, res = timed(lambda: L.plane(model, None, train, steps=args.steps, device=dev, progress=False), dev)
+        t, res = timed(lambda: L.plane(model, train, steps=args.steps, device=dev, progress=False), dev)
         t_ours = min(t_ours, t)
-        t_vec = min(t_vec, timed(lambda: L.plane(model, None, train, steps=args.steps, device=dev, progress=False,
+        t_vec = min(t_vec, timed(lambda: L.plane(model, train, steps=args.steps, device=dev, progress=False,
                                                  vectorize=True), dev)[0])
         if peer is not None:
             t_peer = min(t_peer, timed(peer, dev)[0])
@@ -130,9 +130,9 @@ def main() -> None:
     # alternate ours and PyHessian twice and keep the best time of each (the machine may be shared)
     best = {"eig": float("inf"), "tr": float("inf"), "peig": float("inf"), "ptr": float("inf")}
     for _round in range(2):
-        t, ev = timed(lambda: L.eigenvalues(model, None, sub, k=1, tol=1e-3, max_iter=100, device=dev), dev)
+        t, ev = timed(lambda: L.eigenvalues(model, sub, k=1, tol=1e-3, max_iter=100, device=dev), dev)
         best["eig"] = min(best["eig"], t)
-        t, tr = timed(lambda: L.trace(model, None, sub, n_samples=100, seed=0, device=dev), dev)
+        t, tr = timed(lambda: L.trace(model, sub, n_samples=100, seed=0, device=dev), dev)
         best["tr"] = min(best["tr"], t)
         if hessian is not None:
             torch.manual_seed(0)

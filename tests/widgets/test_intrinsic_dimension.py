@@ -1,8 +1,7 @@
 import pytest
-import torch
 
-from workbench import data, models
 from widgets.intrinsic_dimension import IntrinsicDimensionPanel
+from workbench import data, models
 
 
 def _tiny_controls(**kw):
@@ -30,7 +29,7 @@ def test_panel_runs_search_and_profile():
 def test_panel_custom_model_shuffled_labels_and_errors():
     tr, te = data.digits()
     net = models.build("mlp", seed=0, hidden=(16,))
-    p = IntrinsicDimensionPanel(model=net, data=tr, test_data=te, background=False,
+    p = IntrinsicDimensionPanel(model=net, data=te, train_data=tr, background=False,
                                 **_tiny_controls(labels="shuffled", projection="sparse", estimator="mle"))
     assert p.widgets["model"].value == "custom"
     p.run()

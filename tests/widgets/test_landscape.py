@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from workbench.data import Dataset
 from widgets.landscape import LandscapePanel
+from workbench.data import Dataset
 
 
 def _setup():
@@ -24,7 +24,7 @@ def test_panel_draws_plane_and_inspects_points():
     p.run_button.click()
     p.wait(60)
     assert p.error is None, p.error_area.value
-    res = p.result["plane"]
+    res = p.result.plane
     contour = p.figures["contour"].data[0]
     np.testing.assert_allclose(np.asarray(contour.z, dtype=float), res.loss["test"])
     assert len(p.figures["surface"].data) == 1 and len(p.figures["slices"].data) == 4
@@ -50,7 +50,7 @@ def test_panel_hessian_spectrum():
     p = LandscapePanel(model=model, data=data, steps=3, hessian=True, device="cpu", background=False)
     p.run()
     assert p.error is None, p.error_area.value
-    eig = p.result["eigen"].eigenvalues
+    eig = p.result.eigen.eigenvalues
     assert list(eig) == sorted(eig, reverse=True)
     spec = p.figures["spectrum"]
     assert len(spec.data) == 1 and np.trapezoid(spec.data[0].y, spec.data[0].x) == pytest.approx(1.0, abs=0.02)
@@ -58,7 +58,7 @@ def test_panel_hessian_spectrum():
     p.widgets["hessian"].value = False
     p.run()
     assert p.error is None, p.error_area.value
-    assert "eigen" not in p.result and len(p.figures["spectrum"].data) == 0
+    assert p.result.eigen is None and len(p.figures["spectrum"].data) == 0
 
 
 def test_panel_shows_errors():
@@ -75,7 +75,7 @@ def test_panel_model_name_selects_the_builtin_model():
     assert p.user_model is None and p.widgets["model"].value == "mlp"
     p.run()
     assert p.error is None, p.error_area.value
-    res = p.result["plane"]
+    res = p.result.plane
     assert res.settings["model"] != "str" and set(res.splits) == {"train", "test"}
     assert res.x[1] == 0.0 and np.isfinite(res.loss["test"]).all()
     assert LandscapePanel(model="cnn", background=False).widgets["model"].value == "cnn"

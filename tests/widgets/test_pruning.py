@@ -21,7 +21,7 @@ def test_parse_list():
 
 def test_panel_runs_and_draws(small):
     before = torch.get_num_threads()
-    p = PruningPanel(data=small[0], test_data=small[1], values="1, 3", densities="0.1, 0.5",
+    p = PruningPanel(data=small[1], train_data=small[0], values="1, 3", densities="0.1, 0.5",
                      retrain_epochs=1, points=5)
     try:
         p.run_button.click()
@@ -39,7 +39,7 @@ def test_panel_runs_and_draws(small):
 
 
 def test_panel_knob_defaults_and_bad_input(small):
-    p = PruningPanel(data=small[0], test_data=small[1], background=False)
+    p = PruningPanel(data=small[1], train_data=small[0], background=False)
     p.widgets["knob"].value = "batch_size"
     assert p.widgets["values"].value == "256, 64, 16"
     p.widgets["densities"].value = "0.1, 2"
@@ -49,7 +49,7 @@ def test_panel_knob_defaults_and_bad_input(small):
 
 def test_panel_estimates_before_running(small):
     before = torch.get_num_threads()
-    p = PruningPanel(data=small[0], test_data=small[1], values="1, 2", densities="0.1, 0.3, 0.5",
+    p = PruningPanel(data=small[1], train_data=small[0], values="1, 2", densities="0.1, 0.3, 0.5",
                      retrain_epochs=1, points=5, background=False)
     try:
         p.estimate_button.click()

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from workbench import batchnorm, models
 from workbench import connectivity as lmc
 from workbench import data as wdata
-from workbench import models
 from workbench.connectivity import figures
 from workbench.results import Result
 
@@ -157,7 +157,8 @@ def test_weight_matching_recovers_random_permutation(name):
     spec = lmc.permutation_spec(model)
     perms = spec.random(seed=11)
     other = lmc.permute(model, perms, spec=spec)
-    aligned, found = lmc.align(model, other, method="weight", device="cpu", seed=0)
+    res_align = lmc.align(model, other, method="weight", device="cpu", seed=0)
+    aligned, found = res_align.model_, res_align.perms
     for p in perms:
         # other[j] = model[perms[j]]; aligned[i] = other[found[i]] = model[i]
         np.testing.assert_array_equal(np.asarray(perms[p])[found[p]], np.arange(spec.sizes[p]))
@@ -256,7 +257,7 @@ def test_summarize_mean_and_t_interval():
     assert row["n"] == 3 and row["mean"] == pytest.approx(2.0) and row["std"] == pytest.approx(1.0)
     half = 4.302652729911275 / np.sqrt(3)  # t_{0.975, 2}
     assert row["low"] == pytest.approx(2 - half) and row["high"] == pytest.approx(2 + half)
-    fig = figures.summary_figure(s)
+    fig = figures.summary(s)
     assert list(fig.data[0].y) == [2.0]
 
 
@@ -282,7 +283,7 @@ def test_barrier_result_contract_and_round_trip(digits_flat, trained_mlps, tmp_p
     assert res.settings["bn"] == "reset" and res.settings["variant"] == "max_minus_mean"
     back = Result.load(res.save(tmp_path / "b"))
     assert isinstance(back, lmc.BarrierResult) and back.barriers_ == res.barriers_
-    fig = figures.curves_figure(res)
+    fig = figures.curves(res)
     assert len(fig.data) == 4
 
 
@@ -290,7 +291,7 @@ def test_phenomenon_barrier_falls_after_matching(digits_flat, trained_mlps):
     train, test = digits_flat
     a, b = trained_mlps
     before = lmc.barrier(a, b, test, points=25, bn="interpolate", evaluate_train=False).loss_barrier_
-    aligned, _ = lmc.align(a, b, method="weight")
+    aligned = lmc.align(a, b, method="weight").model_
     after = lmc.barrier(a, aligned, test, points=25, bn="interpolate").loss_barrier_
     assert before > 0.1 and after < before / 5
     d = lmc.compare(a, b, aligned={"weight": aligned})
@@ -337,7 +338,7 @@ def test_repair_is_identity_when_endpoints_agree_and_rescales(digits_flat, train
         assert torch.allclose(out, a(test.X), atol=1e-4)
     path = lmc.PathEvaluator(a, b, bn="repair", train_data=sub, device="cpu")
     model = path.model_at(0.5)
-    from workbench.connectivity.barrier import _site_stats
+    from workbench.batchnorm import site_stats as _site_stats
     stats = _site_stats(model, path.sites, sub, batch_size=512, device=torch.device("cpu"))
     for site in path.sites[:1]:  # the first site is exact (later ones move with their inputs)
         target = 0.5 * path.stats_a[site][1] + 0.5 * path.stats_b[site][1]
@@ -374,7 +375,7 @@ def test_singular_alignment():
 def test_analyze_end_to_end(digits_flat, trained_mlps, tmp_path):
     train, test = digits_flat
     a, b = trained_mlps
-    res = lmc.analyze(a, b, test, train_data=train.subset(400), points=9, refine=2, layer_points=3)
+    res = lmc.analyze((a, b), test, train_data=train.subset(400), points=9, refine=2, layer_points=3)
     s = res.summary()
     assert s.loc[("weight", "test"), "max_minus_mean"] < s.loc[("original", "test"), "max_minus_mean"] / 3
     assert set(res.merged["model"]) == {"original", "weight", "activation"}
@@ -383,8 +384,8 @@ def test_analyze_end_to_end(digits_flat, trained_mlps, tmp_path):
     assert set(res.perms) == {"weight", "activation"}
     back = Result.load(res.save(tmp_path / "c"))
     pd.testing.assert_frame_equal(back.table, res.table)
-    for fig in (figures.curves_figure(res), figures.barrier_table_figure(res), figures.layerwise_figure(res),
-                figures.diagnostics_figure(res)):
+    for fig in (figures.curves(res), figures.barrier_table(res), figures.layerwise(res),
+                figures.diagnostics(res)):
         assert len(fig.data) > 0
 
 
@@ -488,7 +489,7 @@ def test_repair_on_user_conv_bn_model():
     path = lmc.PathEvaluator(a, b, bn="repair", train_data=data, batch_size=16, device="cpu")
     assert path.sites[:2] == ["b1", "b2"]
     model = path.model_at(0.3)
-    from workbench.connectivity.barrier import _site_stats
+    from workbench.batchnorm import site_stats as _site_stats
     ds = wdata.as_dataset(data)
     got = _site_stats(model, ["b1"], ds, batch_size=16, device=torch.device("cpu"))["b1"]
     for k in (0, 1):  # the first site's mean and std are the interpolation of A's and B's
@@ -538,7 +539,7 @@ def test_reset_bn_pooled_statistics_equal_full_data_batch():
         assert torch.allclose(bn.running_var, exact[name][1], rtol=1e-5, atol=1e-6)
     # the parameter-space core uses the same estimator
     theta, spec = paramspace.flatten(model)
-    bufs = paramspace.reset_bn_buffers(model, theta, spec, wdata.as_dataset(data), batch_size=16,
+    bufs = batchnorm.reset_bn_buffers(model, theta, spec, wdata.as_dataset(data), batch_size=16,
                                        device=torch.device("cpu"))
     for k in ("b1.running_mean", "b1.running_var", "b2.running_mean", "b2.running_var"):
         assert torch.equal(bufs[k], m.state_dict()[k]), k
@@ -620,3 +621,15 @@ def test_mse_loss_is_the_per_element_mean_everywhere():
     c = res.split_curve().set_index("alpha")["loss"]
     with torch.no_grad():
         assert c[0.5] == pytest.approx(float(torch.nn.functional.mse_loss(mid(x), y)), rel=1e-6)
+
+
+def test_improvement_reads_barriers_and_distances_before_and_after():
+    table = pd.DataFrame([dict(model=m, split="test", metric="loss", variant="max_minus_mean", value=v)
+                          for m, v in (("original", 0.4), ("weight", 0.04))])
+    diag = pd.DataFrame([dict(model=m, layer="<all parameters>", l2=v) for m, v in (("original", 30.0),
+                                                                                     ("weight", 25.0))])
+    res = lmc.ConnectivityResult(settings={"variant": "max_minus_mean", "split": "test"}, table=table,
+                                 diagnostics=diag)
+    imp = res.improvement().set_index("model")
+    assert imp.loc["weight", "ratio"] == pytest.approx(0.1) and imp.loc["original", "ratio"] == 1.0
+    assert imp.loc["weight", "l2"] == 25.0 and imp.loc["weight", "l2_original"] == 30.0

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from workbench import data, models
-from workbench.progress import Cancelled
-from workbench.results import Result
 import workbench.intrinsic_dimension as I
+from workbench import data, models, sweep
 from workbench.intrinsic_dimension.projections import hadamard, next_pow2
 from workbench.intrinsic_dimension.search import bootstrap_dint
+from workbench.progress import Cancelled
+from workbench.results import Result
 
 
 # ---------------------------------------------------------------------------- projections
@@ -140,8 +140,9 @@ def test_orthogonal_full_dimension_reproduces_full_training(digits_small):
     before = copy.deepcopy(m.state_dict())
     full = copy.deepcopy(m)
     models.train(full, tr, epochs=1, lr=0.05, batch_size=64, seed=3, device="cpu", progress=False)
-    res, sub = I.subspace_train(m, tr, D, projection="orthogonal", optimizer="sgd", lr=0.05, epochs=1, seed=3,
-                                device="cpu", progress=False, return_model=True, test_data=te)
+    res = I.subspace_train(m, te, d=D, train_data=tr, projection="orthogonal", optimizer="sgd", lr=0.05, epochs=1,
+                           seed=3, device="cpu", progress=False)
+    sub = res.model_
     for (name, a), (_, b) in zip(full.named_parameters(), sub.named_parameters()):
         assert torch.allclose(a, b, atol=1e-5), name
     assert res.accuracy == pytest.approx(models.evaluate(full, te, device="cpu")["accuracy"], abs=1e-9)
@@ -156,8 +157,8 @@ def test_dense_full_dimension_matches_full_training_accuracy(digits_small):
     full = copy.deepcopy(m)
     models.train(full, tr, epochs=8, lr=0.05, seed=0, device="cpu", progress=False)
     acc_full = models.evaluate(full, te, device="cpu")["accuracy"]
-    res = I.subspace_train(m, tr, D, projection="dense", optimizer="sgd", lr=0.05, epochs=8, seed=0,
-                           device="cpu", progress=False, test_data=te)
+    res = I.subspace_train(m, te, d=D, train_data=tr, projection="dense", optimizer="sgd", lr=0.05, epochs=8,
+                           seed=0, device="cpu", progress=False)
     assert acc_full > 0.8
     assert abs(res.accuracy - acc_full) < 0.05
 
@@ -166,12 +167,12 @@ def test_said_counts_scales_and_rebuild(digits_small, tmp_path):
     tr, te = digits_small
     m = models.build("mlp", seed=1, hidden=(16,))
     n_tensors = len(list(m.parameters()))
-    res, trained = I.subspace_train(m, tr, 30, said=True, epochs=1, seed=2, device="cpu", progress=False,
-                                    return_model=True)
+    res = I.subspace_train(m, tr, d=30, said=True, epochs=1, seed=2, device="cpu", progress=False)
+    trained = res.model_
     assert res.theta_d.shape == (30 - n_tensors,) and res.scales.shape == (n_tensors,)
     assert not np.allclose(res.scales, 1.0)  # the scales are trained
     with pytest.raises(ValueError, match="said=True"):
-        I.subspace_train(m, tr, n_tensors, said=True, epochs=1, device="cpu", progress=False)
+        I.subspace_train(m, tr, d=n_tensors, said=True, epochs=1, device="cpu", progress=False)
     res.save(tmp_path / "r")
     loaded = Result.load(tmp_path / "r.npz")
     rebuilt = I.subspace_model(m, loaded, device="cpu")
@@ -183,8 +184,8 @@ def test_said_counts_scales_and_rebuild(digits_small, tmp_path):
 def test_subspace_training_learns_with_fastfood(digits_small):
     tr, te = digits_small
     m = models.build("mlp", seed=0)
-    low = I.subspace_train(m, tr, 2, epochs=3, seed=0, device="cpu", progress=False, test_data=te)
-    high = I.subspace_train(m, tr, 400, epochs=3, seed=0, device="cpu", progress=False, test_data=te)
+    low = I.subspace_train(m, te, d=2, train_data=tr, epochs=3, seed=0, device="cpu", progress=False)
+    high = I.subspace_train(m, te, d=400, train_data=tr, epochs=3, seed=0, device="cpu", progress=False)
     assert high.accuracy > 0.75 and high.accuracy > low.accuracy + 0.3
     assert high.settings["projection"] == "fastfood" and high.D == I.num_parameters(m)
 
@@ -193,11 +194,11 @@ def test_subspace_errors():
     m = models.build("mlp", seed=0, hidden=(4,))
     X, y = torch.randn(20, 64), torch.randint(0, 10, (20,))
     with pytest.raises(ValueError, match="needs d <= D"):
-        I.subspace_train(m, (X, y), 10 ** 6, projection="dense", device="cpu", progress=False)
+        I.subspace_train(m, (X, y), d=10 ** 6, projection="dense", device="cpu", progress=False)
     with pytest.raises(ValueError, match="optimizer"):
-        I.subspace_train(m, (X, y), 5, optimizer="lbfgs", device="cpu", progress=False)
+        I.subspace_train(m, (X, y), d=5, optimizer="lbfgs", device="cpu", progress=False)
     with pytest.raises(FloatingPointError, match="lower lr"):
-        I.subspace_train(m, (X, y), 5, lr=1e30, optimizer="sgd", device="cpu", progress=False)
+        I.subspace_train(m, (X, y), d=5, lr=1e30, optimizer="sgd", device="cpu", progress=False)
 
 
 # ---------------------------------------------------------------------------- search
@@ -225,10 +226,10 @@ def interrupted_search(tmp_path_factory):
             raise Cancelled("stop")
 
     with pytest.raises(Cancelled):
-        I.search(_small_mlp, tr, progress=stop_after_three, cache_dir=cache, **SEARCH_KW)
-    files_after_stop = len(list(cache.glob("*.json")))
-    res = I.search(_small_mlp, tr, progress=False, cache_dir=cache, **SEARCH_KW)
-    again = I.search(_small_mlp, tr, progress=False, cache_dir=cache, **SEARCH_KW)
+        I.analyze(_small_mlp, tr, progress=stop_after_three, cache_dir=cache, **SEARCH_KW)
+    files_after_stop = len(list(cache.glob("*.pkl")))
+    res = I.analyze(_small_mlp, tr, progress=False, cache_dir=cache, **SEARCH_KW)
+    again = I.analyze(_small_mlp, tr, progress=False, cache_dir=cache, **SEARCH_KW)
     return files_after_stop, res, again
 
 
@@ -250,7 +251,7 @@ def test_search_caches_trials_and_resumes(interrupted_search):
 
 def test_search_grid_and_full_baseline(tmp_path):
     tr = _tiny()
-    res = I.search(_small_mlp, tr, method="grid", dims=[2, 40, 300], seeds=[0, 1], epochs=3, batch_size=16,
+    res = I.analyze(_small_mlp, tr, method="grid", dims=[2, 40, 300], seeds=[0, 1], epochs=3, batch_size=16,
                    grid_points=3, rounds=1, baseline="full", baseline_kwargs=dict(epochs=3), cache_dir=tmp_path,
                    device="cpu", progress=False, bootstrap=100)
     assert len(res.baseline_trials) == 2 and res.settings["baseline"] == "full"
@@ -259,7 +260,7 @@ def test_search_grid_and_full_baseline(tmp_path):
     assert {2, 40, 300} <= set(res.summary["d"])
     assert res.settings["split"] == "train" and res.settings["theta0"] == "fresh init per seed"
     with pytest.raises(ValueError, match="baseline='best'"):
-        I.search(_small_mlp, tr, baseline="best", cache=False, progress=False, device="cpu")
+        I.analyze(_small_mlp, tr, baseline="best", cache=False, progress=False, device="cpu")
 
 
 def test_baseline_cache_key_resolves_train_defaults(tmp_path, monkeypatch):
@@ -269,7 +270,7 @@ def test_baseline_cache_key_resolves_train_defaults(tmp_path, monkeypatch):
     search_mod = importlib.import_module("workbench.intrinsic_dimension.search")
 
     train_defaults = {k: v.default for k, v in inspect.signature(models.train).parameters.items()}
-    key = lambda kw: search_mod.TrialCache.key(search_mod.resolved_settings(models.train, kw, "baseline_kwargs"))
+    key = lambda kw: sweep.cell_key(search_mod.resolved_settings(models.train, kw, "baseline_kwargs"))  # noqa: E731
     resolved = search_mod.resolved_settings(models.train, {}, "baseline_kwargs")
     assert resolved["epochs"] == train_defaults["epochs"] and resolved["lr"] == train_defaults["lr"]
     assert resolved["optimizer"] == train_defaults["optimizer"] and "device" not in resolved
@@ -284,10 +285,12 @@ def test_baseline_cache_key_resolves_train_defaults(tmp_path, monkeypatch):
     # end to end: a changed default of models.train reruns the baseline instead of reusing it
     tr = _tiny()
     kw = dict(method="grid", dims=[50], seeds=[0], epochs=1, batch_size=100, grid_points=2, rounds=0,
-              baseline="full", baseline_kwargs=dict(batch_size=200), cache_dir=tmp_path, device="cpu", progress=False, bootstrap=0)
-    first = I.search(_small_mlp, tr, **kw)
-    assert not first.baseline_trials["cached"].any() and first.settings["baseline_settings"]["epochs"] == train_defaults["epochs"]
-    assert I.search(_small_mlp, tr, **kw).baseline_trials["cached"].all()
+              baseline="full", baseline_kwargs=dict(batch_size=200), cache_dir=tmp_path, device="cpu", progress=False,
+              bootstrap=0)
+    first = I.analyze(_small_mlp, tr, **kw)
+    assert not first.baseline_trials["cached"].any()
+    assert first.settings["baseline_settings"]["epochs"] == train_defaults["epochs"]
+    assert I.analyze(_small_mlp, tr, **kw).baseline_trials["cached"].all()
     real_train = search_mod.train
 
     def train_with_other_default(model, data, *, epochs=2, **rest):  # models.train with another default
@@ -297,7 +300,7 @@ def test_baseline_cache_key_resolves_train_defaults(tmp_path, monkeypatch):
         p.replace(default=2) if p.name == "epochs" else p
         for p in inspect.signature(real_train).parameters.values()])
     monkeypatch.setattr(search_mod, "train", train_with_other_default)
-    changed = I.search(_small_mlp, tr, **kw)
+    changed = I.analyze(_small_mlp, tr, **kw)
     assert not changed.baseline_trials["cached"].any() and changed.settings["baseline_settings"]["epochs"] == 2
     assert changed.trials["cached"].all()  # the subspace trials do not depend on the baseline
     assert changed.baseline != first.baseline
@@ -418,13 +421,13 @@ def test_profile_of_reference_mlp(tmp_path):
 
 def test_figures_show_threshold_and_dint(interrupted_search):
     res = interrupted_search[1]
-    fig = I.figures.search_figure(res)
+    fig = I.figures.search(res)
     assert fig.data[0].x is not None and len(fig.data[0].x) == len(res.trials)
     shapes = fig.layout.shapes
     assert any(s.y0 == pytest.approx(res.target) for s in shapes)
     assert any(s.x0 == res.d_int90 for s in shapes if s.type == "line")
     est = I.twonn(_sphere(200, 2))
-    tf = I.figures.twonn_figure(est)
+    tf = I.figures.twonn(est)
     assert tf.data[1].y[1] == pytest.approx(est.dimension * est.fit_x.max())
 
 
@@ -437,3 +440,27 @@ def test_gpu_matches_cpu():
     X = _linear_manifold(1000, 4, 20)
     assert I.twonn(X, device="cuda").dimension == pytest.approx(I.twonn(X, device="cpu").dimension, rel=1e-9)
     assert I.mle(X, device="cuda").dimension == pytest.approx(I.mle(X, device="cpu").dimension, rel=1e-9)
+
+
+def _search_result(d, interval, reached=True, d_max=1000):
+    return I.SearchResult(settings={"d_max": d_max}, d_int90=float(d) if reached else float("nan"),
+                          interval=interval, reached=reached)
+
+
+def test_compare_reads_the_order_the_ratio_and_the_overlap():
+    cnn, mlp = _search_result(120, (100, 140)), _search_result(300, (250, 350))
+    c = cnn.compare(mlp, names=("CNN", "MLP"))
+    assert c["lower"] == "CNN" and c["ratio"] == pytest.approx(0.4) and c["overlap"] is False and c["decided"]
+    assert "0.40 x" in c["text"] and "do not overlap" in c["text"]
+    close = _search_result(280, (200, 320)).compare(mlp, names=("CNN", "MLP"))
+    assert close["lower"] == "CNN" and close["overlap"] is True and "intervals overlap" in close["text"]
+    assert mlp.compare(cnn, names=("MLP", "CNN"))["lower"] == "CNN"
+    assert _search_result(300, (300, 300)).compare(mlp)["lower"] is None  # equal: no lower one
+    # not reached below its ceiling: a lower bound on the ratio, the other one is lower
+    shuffled = _search_result(0, (np.inf, np.inf), reached=False, d_max=26000)
+    s = shuffled.compare(mlp, names=("shuffled", "true"), much=10)
+    assert s["lower"] == "true" and s["ratio"] == pytest.approx(26000 / 300) and s["much"] is True
+    assert "at least 86.67 x" in s["text"]
+    # the other one not reached: undecided
+    u = mlp.compare(shuffled)
+    assert not u["decided"] and u["lower"] is None and "undecided" in u["text"]

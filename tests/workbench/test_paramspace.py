@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from workbench import models, paramspace as ps
-
+from workbench import backend, batchnorm, models
+from workbench import paramspace as ps
 from workbench.data import Dataset
 
 
@@ -82,7 +82,7 @@ def test_bn_reset_matches_recomputed_statistics():
         ps.load_theta(mi, thetas[i], spec)
         # the per-point path must equal resetting one model on its own (exactness of that reset is
         # tested in test_connectivity)
-        ps.reset_bn(mi, train, batch_size=16, device="cpu")
+        batchnorm.reset_bn(mi, train, batch_size=16, device="cpu")
         ref = models.evaluate(mi, test, device="cpu")
         assert got["loss"][i] == pytest.approx(ref["loss"], rel=1e-5)
     plain = ps.evaluate_points(m, thetas, test, device="cpu")
@@ -108,16 +108,9 @@ def test_chunk_shrinks_on_out_of_memory(monkeypatch):
     theta, spec = ps.flatten(m)
     thetas = theta[None] + 0.3 * torch.randn(10, theta.numel(), generator=torch.Generator().manual_seed(0))
     expected = ps.evaluate_points(m, thetas, data, chunk=1, device="cpu")
-    real = ps.unflatten
-
-    def tight(theta, spec):  # pretend more than 3 points at once do not fit
-        if theta.dim() == 2 and theta.shape[0] > 3:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(theta, spec)
-
-    monkeypatch.setattr(ps, "unflatten", tight)
     info = {}
-    got = ps.evaluate_points(m, thetas, data, chunk=10, device="cpu", info=info)
+    with backend.memory_limit(int(3.5 * theta.numel() * 4)):  # pretend more than 3 points at once do not fit
+        got = ps.evaluate_points(m, thetas, data, chunk=10, device="cpu", info=info)
     assert info["chunk"] <= 3
     np.testing.assert_allclose(got["loss"], expected["loss"], rtol=1e-6)
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.utils.prune as tprune
 
-from workbench import pruning, sweep
+from workbench import batchnorm, pruning, sweep
 from workbench.data import digits
 from workbench.models import build, train
 from workbench.pruning import figures
@@ -43,7 +43,8 @@ def trained(data):
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("density", [0.05, 0.1, 0.37, 1.0])
 def test_layer_mask_exact_density_and_largest_weights(trained, density):
-    model, mask = pruning.prune(trained, density, scope="layer")
+    _pr = pruning.prune(trained, density, scope="layer")
+    model, mask = _pr.model_, _pr.mask
     assert set(mask) == {"layers.0.weight", "layers.1.weight", "head.weight"}
     named = dict(trained.named_parameters())
     for name, m in mask.items():
@@ -87,7 +88,8 @@ def test_ties_broken_exactly():
 
 
 def test_torch_prune_compatibility(trained):
-    model, mask = pruning.prune(trained, 0.2, scope="global")
+    _pr = pruning.prune(trained, 0.2, scope="global")
+    model, mask = _pr.model_, _pr.mask
     tp = pruning.to_torch_prune(copy.deepcopy(trained), mask)
     assert tprune.is_pruned(tp)
     x = torch.randn(7, 64)
@@ -109,15 +111,16 @@ def test_bad_input_errors(trained):
     other = build("mlp", hidden=(16,))
     mask = pruning.magnitude_mask(trained, 0.5)
     with pytest.raises(ValueError, match="another architecture|lacks"):
-        pruning.finetune(other, mask, digits()[0], epochs=1)
+        pruning.finetune(other, digits()[0], mask=mask, epochs=1)
 
 
 # ------------------------------------------------------------------------------------------------
 # retraining and baselines
 # ------------------------------------------------------------------------------------------------
 def test_pruned_weights_stay_zero_through_retraining(trained, data):
-    model, mask = pruning.prune(trained, 0.1, scope="global")
-    out = pruning.finetune(model, mask, data[0], epochs=2, lr=0.1, seed=3, device="cpu")
+    _pr = pruning.prune(trained, 0.1, scope="global")
+    model, mask = _pr.model_, _pr.mask
+    out = pruning.finetune(model, data[0], mask=mask, epochs=2, lr=0.1, seed=3, device="cpu")
     named = dict(out.named_parameters())
     changed = False
     for n, m in mask.items():
@@ -125,34 +128,34 @@ def test_pruned_weights_stay_zero_through_retraining(trained, data):
         changed |= not torch.equal(named[n][m > 0], dict(model.named_parameters())[n][m > 0])
     assert changed
     # seeded: the same seed gives the same weights
-    again = pruning.finetune(model, mask, data[0], epochs=2, lr=0.1, seed=3, device="cpu")
+    again = pruning.finetune(model, data[0], mask=mask, epochs=2, lr=0.1, seed=3, device="cpu")
     assert all(torch.equal(a, b) for a, b in zip(out.state_dict().values(), again.state_dict().values()))
 
 
 def test_scratch_baselines_and_iterative(trained, data):
-    model, mask = pruning.prune(trained, 0.25)
+    mask = pruning.prune(trained, 0.25).mask
     assert pruning.scratch_b_factor(trained, mask) == pytest.approx(
         sum(p.numel() for p in trained.parameters())
         / (sum(p.numel() for p in trained.parameters()) - sum(float((m == 0).sum()) for m in mask.values())))
     assert pruning.scratch_b_factor(trained, mask, max_factor=1.5) == 1.5
-    s = pruning.scratch(trained, mask, data[0], budget="E", epochs=1, seed=1, device="cpu")
+    s = pruning.scratch(trained, data[0], mask=mask, budget="E", epochs=1, seed=1, device="cpu")
     fresh = pruning.reinitialize(trained, seed=1)
     assert not torch.equal(fresh.layers[0].weight, trained.layers[0].weight)
     for n, m in mask.items():
         assert torch.all(dict(s.named_parameters())[n][m == 0] == 0)
-    res = pruning.compare_baselines(trained, mask, data[0], data[1], epochs=1, max_factor=2.0,
+    res = pruning.compare_baselines(trained, data[1], mask=mask, train_data=data[0], epochs=1, max_factor=2.0,
                                     progress=False, device="cpu")
     frame = res.to_frame()
     assert list(frame["method"]) == ["fine-tune", "scratch-E", "scratch-B"]
     assert list(frame["epochs"]) == [1, 1, 2.0]
     assert frame["test_error"].between(0, 1).all()
     init = build("mlp", seed=0, hidden=(32, 32)).state_dict()
-    it = pruning.iterative_prune(trained, data[0], 0.125, rounds=3, rewind_to=init, epochs=1, device="cpu",
+    it = pruning.iterative_prune(trained, data[0], density=0.125, rounds=3, rewind_to=init, epochs=1, device="cpu",
                                  test_data=data[1])
     np.testing.assert_allclose(it.history["density"], [0.5, 0.25, 0.125], atol=2e-3)
     assert pruning.density_of(it.mask) == pytest.approx(0.125, abs=2e-3)
     for n, m in it.mask.items():
-        assert torch.all(dict(it.model.named_parameters())[n][m == 0] == 0)
+        assert torch.all(dict(it.model_.named_parameters())[n][m == 0] == 0)
 
 
 def _assert_rewound(model, mask, rewind):
@@ -168,34 +171,34 @@ def test_iterative_prune_rewinds_to_the_initial_weights_by_default(data):
     dense = copy.deepcopy(init)
     train(dense, data[0], epochs=2, lr=0.05, seed=4, progress=False, device="cpu")
     # one round, no retraining: the mask comes from the trained dense weights, the survivors are rewound
-    it = pruning.iterative_prune(init, data[0], 0.2, rounds=1, dense_epochs=2, epochs=0, lr=0.05, seed=4,
+    it = pruning.iterative_prune(init, data[0], density=0.2, rounds=1, dense_epochs=2, epochs=0, lr=0.05, seed=4,
                                  device="cpu")
     expected = pruning.magnitude_mask(dense, 0.2)
     assert all(torch.equal(it.mask[k], expected[k]) for k in expected)
-    _assert_rewound(it.model, it.mask, init_state)
+    _assert_rewound(it.model_, it.mask, init_state)
     assert all(torch.equal(it.rewind[k], init_state[k]) for k in init_state)
     # the untrained model passed in is left alone
     assert all(torch.equal(v, init_state[k]) for k, v in init.state_dict().items())
     # every round ends rewound (nothing retrained): the later masks are nested and the survivors are init
-    it3 = pruning.iterative_prune(init, data[0], 0.125, rounds=3, dense_epochs=2, epochs=0, lr=0.05, seed=4,
+    it3 = pruning.iterative_prune(init, data[0], density=0.125, rounds=3, dense_epochs=2, epochs=0, lr=0.05, seed=4,
                                   device="cpu")
     np.testing.assert_allclose(it3.history["density"], [0.5, 0.25, 0.125], atol=2e-3)
-    _assert_rewound(it3.model, it3.mask, init_state)
+    _assert_rewound(it3.model_, it3.mask, init_state)
     # rewinding to an early checkpoint: the weights after one of the two dense epochs
     early = copy.deepcopy(init)
     train(early, data[0], epochs=1, lr=0.05, seed=4, progress=False, device="cpu")
-    late = pruning.iterative_prune(init, data[0], 0.2, rounds=1, rewind_to=1, dense_epochs=2, epochs=0, lr=0.05,
+    late = pruning.iterative_prune(init, data[0], density=0.2, rounds=1, rewind_to=1, dense_epochs=2, epochs=0, lr=0.05,
                                    seed=4, device="cpu")
     assert all(torch.equal(late.mask[k], expected[k]) for k in expected)
-    _assert_rewound(late.model, late.mask, early.state_dict())
+    _assert_rewound(late.model_, late.mask, early.state_dict())
     # no rewinding on request: the trained weights are kept
-    ft = pruning.iterative_prune(dense, data[0], 0.2, rounds=1, rewind_to="none", epochs=0, device="cpu")
+    ft = pruning.iterative_prune(dense, data[0], density=0.2, rounds=1, rewind_to="none", epochs=0, device="cpu")
     assert ft.rewind is None
-    _assert_rewound(ft.model, ft.mask, dense.state_dict())
+    _assert_rewound(ft.model_, ft.mask, dense.state_dict())
     with pytest.raises(ValueError, match="rewind_to=None"):
-        pruning.iterative_prune(init, data[0], 0.2, rewind_to=None)
+        pruning.iterative_prune(init, data[0], density=0.2, rewind_to=None)
     with pytest.raises(ValueError, match="rewind_to=5"):
-        pruning.iterative_prune(init, data[0], 0.2, rewind_to=5, dense_epochs=2)
+        pruning.iterative_prune(init, data[0], density=0.2, rewind_to=5, dense_epochs=2)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -240,18 +243,20 @@ def test_interpolation_curve_ends_and_bn_reset(data):
     small = tr.subset(128, seed=0)
     train(a, small, epochs=1, progress=False, device="cpu")
     train(b, small, epochs=1, progress=False, device="cpu", seed=1)
-    curve = pruning.interpolation_curve(a, b, small, points=5, bn="interpolate", device="cpu")
+    from workbench.paths import PathEvaluator
+    curve = pd.DataFrame(PathEvaluator(a, b, bn="interpolate", device="cpu").curve(np.linspace(0, 1, 5),
+                                                                                   {"data": small}))
     from workbench.models import evaluate
     assert curve["loss"].iloc[0] == pytest.approx(evaluate(a, small, device="cpu")["loss"], rel=1e-5)
     assert curve["loss"].iloc[-1] == pytest.approx(evaluate(b, small, device="cpu")["loss"], rel=1e-5)
     # reset: the running stats at alpha=0 equal the exact batch statistics of the data
     probe = copy.deepcopy(a)
-    pruning.reset_batchnorm(probe, small, batch_size=1000, device="cpu")
+    batchnorm.reset_bn(probe, small, batch_size=1000, device="cpu")
     with torch.no_grad():
         z = probe.conv1(small.X)
     torch.testing.assert_close(probe.bn1.running_mean, z.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
-    mc, frame, engine = pruning.mode_connectivity(a, b, small, points=5, engine="builtin", device="cpu")
-    assert engine == "builtin" and mc == pytest.approx(pruning.signed_mc(frame["error"]))
+    mc, frame = pruning.mode_connectivity(a, b, small, points=5, refine=0, device="cpu")
+    assert mc == pytest.approx(pruning.signed_mc(frame["error"]))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -312,10 +317,10 @@ def test_classifier_on_synthetic_grid():
 
 
 def test_regime_map_small_grid_store_and_figures(data, tmp_path):
-    kw = dict(model=build("mlp", seed=0, hidden=(32, 32)), data=data[0], test_data=data[1], knob="epochs",
+    kw = dict(model=build("mlp", seed=0, hidden=(32, 32)), data=data[1], train_data=data[0], knob="epochs",
               values=[1, 4], densities=[0.05, 0.5], retrain_epochs=1, points=5, threads=1, device="cpu",
-              engine="builtin", progress=False)
-    res = pruning.regime_map(store=tmp_path / "store", **kw)
+              refine=0, progress=False)
+    res = pruning.analyze(store=tmp_path / "store", **kw)
     frame = res.to_frame()
     assert len(frame) == 4 and set(frame["regime"]) <= {"I", "II-A", "II-B"}
     assert frame["confidence"].between(0.5, 1.0).all()
@@ -324,7 +329,7 @@ def test_regime_map_small_grid_store_and_figures(data, tmp_path):
     assert list(res.dense["epochs"]) == [1.0, 4.0]
     assert res.dense["test_error"].iloc[1] < res.dense["test_error"].iloc[0]
     # resumed from the store: identical numbers
-    again = pruning.regime_map(store=tmp_path / "store", **kw)
+    again = pruning.analyze(store=tmp_path / "store", **kw)
     pd.testing.assert_frame_equal(again.to_frame(), frame)
     # save / load round trip
     path = res.save(tmp_path / "map")
@@ -332,21 +337,21 @@ def test_regime_map_small_grid_store_and_figures(data, tmp_path):
     pd.testing.assert_frame_equal(back.to_frame(), frame, check_dtype=False)
     assert back.thresholds["cka_rule"] == res.thresholds["cka_rule"]
     for metric in ("test_error", "mc", "cka"):
-        fig = figures.metric_heatmap(res, metric)
+        fig = figures.heatmap(res, metric)
         assert np.asarray(fig.data[0].z).shape == (2, 2)
-    fig = figures.regime_figure(res)
+    fig = figures.regimes(res)
     assert fig.data[0].type == "heatmap"
     with pytest.raises(ValueError, match="knob='temperature'"):
-        pruning.regime_map(knob="temperature", **{k: v for k, v in kw.items() if k != "knob"})
+        pruning.analyze(knob="temperature", **{k: v for k, v in kw.items() if k != "knob"})
     with pytest.raises(ValueError, match="two or more"):
-        pruning.regime_map(seeds=[0], **kw)
+        pruning.analyze(seeds=[0], **kw)
 
 
 def test_regime_boundaries_figure_draws_edges_between_regimes():
     frame, truth = synthetic_grid(np.random.default_rng(1))
     out, th = pruning.classify_regimes(frame)
     res = pruning.RegimeMapResult(settings={"knob": "epochs"}, frame=out, thresholds=th)
-    fig = figures.regime_figure(res)
+    fig = figures.regimes(res)
     edges = figures.regime_boundaries(res)
     # count the adjacent pairs with different labels in the truth grid (4 x 4, row-major)
     grid = np.array(truth).reshape(4, 4)
@@ -360,12 +365,12 @@ def test_mc_agrees_with_connectivity_barrier_without_batchnorm(data):
     tr = data[0]
     base = build("mlp", seed=0, hidden=(32, 32))
     train(base, tr, epochs=1, progress=False, device="cpu")
-    pruned, mask = pruning.prune(base, 0.1)
-    a = pruning.finetune(pruned, mask, tr, epochs=1, lr=0.2, seed=0, device="cpu")
-    b = pruning.finetune(pruned, mask, tr, epochs=1, lr=0.2, seed=1, device="cpu")
-    mc1, f1, e1 = pruning.mode_connectivity(a, b, tr, train_data=tr, points=9, engine="builtin", device="cpu")
-    mc2, f2, e2 = pruning.mode_connectivity(a, b, tr, train_data=tr, points=9, engine="connectivity", device="cpu")
-    assert (e1, e2) == ("builtin", "connectivity")
+    _pr = pruning.prune(base, 0.1)
+    pruned, mask = _pr.model_, _pr.mask
+    a = pruning.finetune(pruned, tr, mask=mask, epochs=1, lr=0.2, seed=0, device="cpu")
+    b = pruning.finetune(pruned, tr, mask=mask, epochs=1, lr=0.2, seed=1, device="cpu")
+    mc1, f1 = pruning.mode_connectivity(a, b, tr, points=9, refine=0, device="cpu")
+    mc2, f2 = pruning.mode_connectivity(a, b, tr, points=9, refine=6, device="cpu")
     common = f2[f2["alpha"].round(9).isin(f1["alpha"].round(9))]
     np.testing.assert_allclose(common["error"].to_numpy(), f1["error"].to_numpy(), atol=1e-12)
     assert mc1 == pytest.approx(pruning.signed_mc(f1["error"]))
@@ -374,31 +379,31 @@ def test_mc_agrees_with_connectivity_barrier_without_batchnorm(data):
 
 def test_regime_map_on_dask_matches_local(data):
     distributed = pytest.importorskip("distributed")
-    kw = dict(data=data[0], test_data=data[1], values=[1, 2], densities=[0.1, 0.5], retrain_epochs=1, points=5,
-              threads=1, progress=False, engine="builtin", device="cpu")
-    local = pruning.regime_map(build("mlp", seed=0, hidden=(32, 32)), **kw)
+    kw = dict(data=data[1], train_data=data[0], values=[1, 2], densities=[0.1, 0.5], retrain_epochs=1, points=5,
+              threads=1, progress=False, refine=0, device="cpu")
+    local = pruning.analyze(build("mlp", seed=0, hidden=(32, 32)), **kw)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
-        remote = pruning.regime_map(build("mlp", seed=0, hidden=(32, 32)), executor=client, **kw)
+        remote = pruning.analyze(build("mlp", seed=0, hidden=(32, 32)), executor=client, **kw)
     assert remote.settings["executor"] == "dask"
     cols = ["test_error", "train_error", "mc", "cka", "regime"]
     pd.testing.assert_frame_equal(remote.to_frame()[cols], local.to_frame()[cols])
 
 
 def _small_map_kw(data, **over):
-    kw = dict(model=build("mlp", seed=0, hidden=(16,)), data=data[0], test_data=data[1], knob="epochs",
+    kw = dict(model=build("mlp", seed=0, hidden=(16,)), data=data[1], train_data=data[0], knob="epochs",
               values=[1, 2], densities=[0.1, 0.5], retrain_epochs=1, points=5, threads=1, device="cpu",
-              engine="builtin", progress=False)
+              refine=0, progress=False)
     kw.update(over)
     return kw
 
 
 def test_regime_map_resume_loads_dense_runs_and_cells(data, tmp_path):
     store = tmp_path / "store"
-    first = pruning.regime_map(store=store, **_small_map_kw(data))
+    first = pruning.analyze(store=store, **_small_map_kw(data))
     assert first.counts == dict(dense_computed=2, dense_loaded=0, cells_computed=4, cells_loaded=0)
     # another thread count (as another device would) changes no key: nothing is recomputed
-    again = pruning.regime_map(store=store, **_small_map_kw(data, threads=2))
+    again = pruning.analyze(store=store, **_small_map_kw(data, threads=2))
     assert again.counts == dict(dense_computed=0, dense_loaded=0, cells_computed=0, cells_loaded=4)
     pd.testing.assert_frame_equal(again.to_frame(), first.to_frame())
     pd.testing.assert_frame_equal(again.dense, first.dense)
@@ -407,28 +412,28 @@ def test_regime_map_resume_loads_dense_runs_and_cells(data, tmp_path):
     cell = next(st.read(k)["cell"] for k in st.keys()
                 if st.read(k)["cell"].get("density") == 0.1 and st.read(k)["cell"].get("value") == 2)
     st.file(sweep.cell_key(cell)).unlink()
-    third = pruning.regime_map(store=store, **_small_map_kw(data))
+    third = pruning.analyze(store=store, **_small_map_kw(data))
     assert third.counts == dict(dense_computed=0, dense_loaded=1, cells_computed=1, cells_loaded=3)
     pd.testing.assert_frame_equal(third.to_frame(), first.to_frame())
     # a different dense setting is a different cell
-    other = pruning.regime_map(store=store, **_small_map_kw(data, values=[1, 3]))
+    other = pruning.analyze(store=store, **_small_map_kw(data, values=[1, 3]))
     assert other.counts == dict(dense_computed=1, dense_loaded=0, cells_computed=2, cells_loaded=2)
 
 
 def test_regime_map_estimate_counts_only_missing_cells(data, tmp_path):
     store = tmp_path / "store"
-    est = pruning.regime_map(store=store, estimate=True, **_small_map_kw(data))
+    est = pruning.estimate_cost(store=store, **_small_map_kw(data))
     assert (est.cells, est.done, est.todo) == (4, 0, 4)
     assert est.seconds_per_cell > 0 and est.setup_seconds > 0
     assert est.estimated_seconds == pytest.approx(4 * est.seconds_per_cell + est.setup_seconds)
     assert len(sweep.Store(store)) == 0  # estimating stores nothing
-    pruning.regime_map(store=store, **_small_map_kw(data, densities=[0.1]))  # two of the four cells
-    est2 = pruning.regime_map(store=store, estimate=True, **_small_map_kw(data))
+    pruning.analyze(store=store, **_small_map_kw(data, densities=[0.1]))  # two of the four cells
+    est2 = pruning.estimate_cost(store=store, **_small_map_kw(data))
     assert (est2.done, est2.todo) == (2, 2) and est2.setup_seconds == 0.0  # dense runs are stored
     assert est2.estimated_seconds == pytest.approx(2 * est2.seconds_per_cell)
     assert "2 of 4 cells" in str(est2)
-    pruning.regime_map(store=store, **_small_map_kw(data))
-    est3 = pruning.regime_map(store=store, estimate=True, **_small_map_kw(data))
+    pruning.analyze(store=store, **_small_map_kw(data))
+    est3 = pruning.estimate_cost(store=store, **_small_map_kw(data))
     assert est3.todo == 0 and est3.estimated_seconds == 0.0
 
 
@@ -446,20 +451,20 @@ class _Recording(cf.ThreadPoolExecutor):
 
 def test_regime_map_passes_the_device_to_an_executor(data):
     with _Recording() as ex:
-        res = pruning.regime_map(executor=ex, **_small_map_kw(data, knob="lr", values=[0.05], densities=[0.5]))
+        res = pruning.analyze(executor=ex, **_small_map_kw(data, knob="lr", values=[0.05], densities=[0.5]))
     assert ex.devices == ["cpu", "cpu"]  # the dense run and the cell
     assert res.counts["cells_computed"] == 1
 
 
 def test_regime_map_iterative_rounds(data):
-    one = pruning.regime_map(**_small_map_kw(data, values=[2], densities=[0.1]))
-    two = pruning.regime_map(rounds=2, **_small_map_kw(data, values=[2], densities=[0.1]))
+    one = pruning.analyze(**_small_map_kw(data, values=[2], densities=[0.1]))
+    two = pruning.analyze(rounds=2, **_small_map_kw(data, values=[2], densities=[0.1]))
     assert two.settings["rounds"] == 2
     assert two.to_frame()["density_actual"].iloc[0] == pytest.approx(0.1, abs=2e-3)
     assert two.to_frame()["mc"].iloc[0] != one.to_frame()["mc"].iloc[0] or \
         two.to_frame()["cka"].iloc[0] != one.to_frame()["cka"].iloc[0]
     with pytest.raises(ValueError, match="rounds=0"):
-        pruning.regime_map(rounds=0, **_small_map_kw(data))
+        pruning.analyze(rounds=0, **_small_map_kw(data))
 
 
 @pytest.mark.slow
@@ -469,8 +474,8 @@ def test_long_dense_training_is_poorly_connected_at_low_density():
     80 % they stay connected.  Retraining at lr 0.2 for 20 epochs; at lr 0.05 - 0.1 the barrier shows for
     some model seeds only.  Across model seeds 0 - 3 these settings gave mc(1 %) in [-0.13, -0.04] and
     mc(80 %) in [-0.012, 0.008]."""
-    res = pruning.regime_map("mlp", values=[1, 100], densities=[0.01, 0.8], seeds=[0, 1, 2], retrain_epochs=20,
-                             lr=0.2, points=11, threads=1, device="cpu", engine="builtin", progress=False)
+    res = pruning.analyze("mlp", values=[1, 100], densities=[0.01, 0.8], seeds=[0, 1, 2], retrain_epochs=20,
+                             lr=0.2, points=11, threads=1, device="cpu", refine=0, progress=False)
     mc = res.pivot("mc")
     regime = res.pivot("regime")
     sparse, dense = mc.loc[100, 0.01], mc.loc[100, 0.8]
@@ -499,7 +504,35 @@ def test_regime_figure_leaves_unlabelled_cells_blank():
     frame.loc[5, "mc"] = np.nan
     out, th = pruning.classify_regimes(frame)
     res = pruning.RegimeMapResult(settings={"knob": "epochs"}, frame=out, thresholds=th)
-    z = np.asarray(figures.regime_figure(res).data[0].z, dtype=float)
+    z = np.asarray(figures.regimes(res).data[0].z, dtype=float)
     codes = {"I": 0, "II-A": 1, "II-B": 2}
     want = np.array([np.nan if i == 5 else codes[r] for i, r in enumerate(truth)]).reshape(4, 4)
     np.testing.assert_array_equal(z, want)
+
+
+def _map(regimes, mcs, knob="epochs", values=(1, 10, 100), densities=(0.01, 0.8)):
+    rows = [dict(value=v, density=d, regime=regimes[i][j], mc=mcs[i][j])
+            for i, v in enumerate(values) for j, d in enumerate(densities)]
+    return pruning.RegimeMapResult(settings={"knob": knob}, frame=pd.DataFrame(rows))
+
+
+def test_pattern_reads_the_density_contrast_and_the_temperature_direction():
+    # rows hot to cold (1, 10, 100 epochs); columns sparse, dense
+    paper = _map([["II-A", "II-B"], ["I", "II-B"], ["I", "II-B"]], [[0.0, 0.0], [-0.05, 0.0], [-0.1, 0.01]])
+    p = paper.pattern()
+    assert p["coldest"] == 100 and p["density_contrast"] and p["cold_more_poorly_connected"]
+    assert p["regimes_hot_to_cold"] == ["II-A", "I", "I"] and p["mc_sparse"] == -0.1
+    assert "as in the paper" in p["text"] and "does not show" not in p["text"]
+    # regime I at the hot end only: the temperature direction does not hold
+    reverse = _map([["I", "II-B"], ["II-A", "II-B"], ["I", "II-B"]], [[-0.1, 0.0], [0.0, 0.0], [-0.1, 0.0]])
+    r = reverse.pattern()
+    assert r["density_contrast"] and not r["cold_more_poorly_connected"]
+    assert "temperature direction of the paper does not show" in r["text"]
+    # no barrier anywhere: neither reading
+    flat = _map([["II-B", "II-B"]] * 3, [[0.0, 0.0]] * 3)
+    assert not flat.pattern()["density_contrast"] and not flat.pattern()["cold_more_poorly_connected"]
+    # the learning-rate knob is colder at smaller values
+    lr = _map([["I", "II-B"], ["I", "II-B"], ["II-A", "II-B"]], [[-0.1, 0.0], [-0.1, 0.0], [0.0, 0.0]], knob="lr",
+              values=(0.01, 0.05, 0.2))
+    assert lr.pattern()["coldest"] == 0.01 and lr.pattern()["hot_to_cold"] == [0.2, 0.05, 0.01]
+    assert lr.pattern()["cold_more_poorly_connected"]

@@ -212,7 +212,8 @@ def test_compress_exact_low_rank_is_lossless():
         m[0].weight.copy_(torch.as_tensor(w))
     x = torch.randn(50, 32, dtype=torch.float64)
     data = Dataset(x, m(x).argmax(1))
-    compressed, rep = spectra.compress(m, {"0.weight": 3}, data=data, device="cpu")
+    rep = spectra.compress(m, data, plan={"0.weight": 3}, device="cpu")
+    compressed = rep.model_
     assert rep.to_frame()["how"].tolist() == ["factorised"]
     torch.testing.assert_close(compressed(x), m(x))
     assert rep.params_after == rep.params_before - 32 * 64 + 3 * (32 + 64)
@@ -226,7 +227,7 @@ def test_compress_reference_mlp_reports_the_change():
     _, test = data.digits()
     res = spectra.analyze(model, progress=False, bootstrap=0)
     plan = spectra.welore(res, reduction=0.6)
-    _, rep = spectra.compress(model, plan, only="all", data=test, device="cpu")
+    rep = spectra.compress(model, test, plan=plan, only="all", device="cpu")
     assert rep.before["accuracy"] > 0.9
     assert rep.params_after < rep.params_before
     assert set(rep.delta) == {"loss", "accuracy"}
@@ -234,13 +235,13 @@ def test_compress_reference_mlp_reports_the_change():
 
 def test_figures():
     res = spectra.analyze(nn.Sequential(nn.Linear(200, 100), nn.Linear(100, 20)), progress=False, bootstrap=50)
-    fig = figures.esd_figure(res, "0.weight")
+    fig = figures.esd(res, "0.weight")
     assert [t.type for t in fig.data] == ["bar", "scatter"]
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
-    afig = figures.alpha_figure(res)
+    afig = figures.alpha(res)
     assert list(afig.data[0].y) == list(res.to_frame()["alpha"])
     assert {s.y0 for s in afig.layout.shapes} == {2, 6}
-    wfig = figures.welore_figure(spectra.welore(res, reduction=0.3))
+    wfig = figures.welore(spectra.welore(res, reduction=0.3))
     assert len(wfig.data[0].x) == 2
 
 
@@ -369,7 +370,8 @@ def test_hook_based_weight_norm_uses_the_current_weight():
     # compressing folds the parametrisation into a plain weight of the copy; the original keeps its hook
     x = torch.randn(3, 12, dtype=torch.float64)
     lin(x).sum().backward()  # the cached .weight is now a non-leaf tensor, which a plain deepcopy refuses
-    out, rep = spectra.compress(nn.Sequential(lin), {"0.weight": 12}, device="cpu")
+    rep = spectra.compress(nn.Sequential(lin), plan={"0.weight": 12}, device="cpu")
+    out = rep.model_
     assert rep.to_frame()["how"].tolist() == ["reconstructed (parametrisation folded in)"]
     torch.testing.assert_close(out(x), lin(x))  # full rank: the same map
     assert "weight_g" in dict(lin.named_parameters()) and "weight_g" not in dict(out[0].named_parameters())
@@ -388,7 +390,8 @@ def test_compress_attention_root_linear_and_parametrised_weights():
     model = nn.ModuleDict({"mha": mha, "packed": packed, "wn": parametrizations.weight_norm(nn.Linear(40, 30))})
     state = {k: v.clone() for k, v in model.state_dict().items()}
     plan = {"mha.q_proj_weight": 2, "mha.k_proj_weight": 3, "packed.in_proj_weight[k]": 1, "wn.weight": 4}
-    out, rep = spectra.compress(model, plan, device="cpu")
+    rep = spectra.compress(model, plan=plan, device="cpu")
+    out = rep.model_
     assert out is not model
     for k, v in model.state_dict().items():  # the caller's model is untouched
         torch.testing.assert_close(v, state[k], rtol=0, atol=0)
@@ -410,7 +413,8 @@ def test_compress_attention_root_linear_and_parametrised_weights():
     root = nn.Linear(32, 64, bias=False).double()
     with torch.no_grad():
         root.weight.copy_(torch.as_tensor(_matrix([5.0, 3.0, 1.0] + [0.0] * 29, n=64)))
-    low, rep = spectra.compress(root, {"weight": 3}, device="cpu")
+    rep = spectra.compress(root, plan={"weight": 3}, device="cpu")
+    low = rep.model_
     assert isinstance(low, spectra.LowRankLinear) and type(root) is nn.Linear
     xx = torch.randn(4, 32, dtype=torch.float64)
     torch.testing.assert_close(low(xx), root(xx))
@@ -420,14 +424,14 @@ def test_compress_rejects_bad_ranks_naming_the_layer():
     model = nn.ModuleDict({"attn": nn.MultiheadAttention(8, 2), "fc": nn.Linear(8, 4)})
     before = model["fc"].weight.clone()
     with pytest.raises(ValueError, match=r"rank for 'attn.in_proj_weight\[v\]' is 9: give 1 <= rank <= 8"):
-        spectra.compress(model, {"attn.in_proj_weight[v]": 9}, device="cpu")
+        spectra.compress(model, plan={"attn.in_proj_weight[v]": 9}, device="cpu")
     with pytest.raises(ValueError, match=r"rank for 'fc.weight' is 0: give 1 <= rank <= 4"):
-        spectra.compress(model, {"attn.in_proj_weight[q]": 2, "fc.weight": 0}, device="cpu", inplace=True)
+        spectra.compress(model, plan={"attn.in_proj_weight[q]": 2, "fc.weight": 0}, device="cpu", inplace=True)
     torch.testing.assert_close(model["fc"].weight, before)  # validated before anything changed
     with pytest.raises(ValueError, match=r"rank for 'fc.weight' is 5"):
-        spectra.compress(model, {"fc.weight": 5}, device="cpu")
+        spectra.compress(model, plan={"fc.weight": 5}, device="cpu")
     with pytest.raises(KeyError, match="no module 'nope'"):
-        spectra.compress(model, {"nope.weight": 1}, device="cpu")
+        spectra.compress(model, plan={"nope.weight": 1}, device="cpu")
 
 
 @pytest.mark.gpu
@@ -456,7 +460,8 @@ def test_compress_on_cuda_leaves_the_model_on_cpu():
 
     m = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
     x = torch.randn(40, 16)
-    out, rep = spectra.compress(m, {"0.weight": 2}, data=Dataset(x, m(x).argmax(1)), device="cuda")
+    rep = spectra.compress(m, Dataset(x, m(x).argmax(1)), plan={"0.weight": 2}, device="cuda")
+    out = rep.model_
     assert rep.settings["device"].startswith("cuda") and rep.before["accuracy"] == 1.0
     assert all(p.device.type == "cpu" for p in m.parameters())
     assert all(p.device.type == "cpu" for p in out.parameters())

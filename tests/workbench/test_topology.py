@@ -372,7 +372,7 @@ def test_results_round_trip_and_figures(tmp_path):
     draw = figures.overview(rep, split="train")
     np.testing.assert_allclose(np.asarray(draw.data[1].marker.color, float), rep.nodes["tc_train"].to_numpy())
     assert len(figures.distributions(tc).data) == 3
-    assert len(figures.correlation_bars(rep, target="mrr").data[0].x) == len(tp.PREDICTORS)
+    assert len(figures.correlations(rep, target="mrr").data[0].x) == len(tp.PREDICTORS)
     # degree on all three splits and ATC on val are baselines in the correlations, computed over test nodes
     preds = set(rep.correlations["predictor"])
     assert {"degree_train", "degree_val", "degree_test", "atc_val", "atc_test"} <= preds
@@ -388,7 +388,7 @@ def test_results_round_trip_and_figures(tmp_path):
     assert len(figures.shift(tc).data[0].x) == int((tc.defined("train") & tc.defined("test")).sum())
     assert list(figures.tc_by_hops([tc]).data[0].x) == [2]
     with pytest.raises(ValueError, match="max_nodes"):
-        figures.graph_drawing(np.zeros((0, 2), int), np.zeros(1000))
+        figures.graph(np.zeros((0, 2), int), np.zeros(1000))
 
 
 @pytest.mark.gpu
