@@ -33,14 +33,16 @@ def copy_figure(source: go.Figure, target: go.FigureWidget) -> None:
 
 def model_argument(model: Any, values: Dict[str, Any]) -> Optional[nn.Module]:
     """A panel's ``model=``: a built-in model's name becomes the value of its ``model`` control (put in
-    ``values``) and gives ``None``; an ``nn.Module`` is the user's own model; anything else is a TypeError."""
-    if isinstance(model, str):
-        values["model"] = model
+    ``values``) and gives ``None``; any other model spec (a module, a Hugging Face folder, a checkpoint, an
+    import path: :func:`workbench.models.load`) is the user's own model."""
+    from workbench.models import BUILTIN_MODELS, load
+
+    if isinstance(model, str) and model.strip().lower() in BUILTIN_MODELS:
+        values["model"] = model.strip().lower()
         return None
-    if model is not None and not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module or a built-in name ('mlp', 'cnn', ...), "
-                        f"got {type(model).__name__}")
-    return model
+    if model is None:
+        return None
+    return load(model)
 
 
 class Panel(ipw.VBox):

@@ -29,9 +29,11 @@ class ConnectivityPanel(Panel):
     def __init__(self, *, model_a: Optional[nn.Module] = None, model_b: Optional[nn.Module] = None,
                  data: Any = None, train_data: Any = None, background: bool = True, **control_values: Any):
         for name, m in (("model_a", model_a), ("model_b", model_b)):
-            if m is not None and not isinstance(m, nn.Module):
-                raise TypeError(f"{name} must be a torch.nn.Module, got {type(m).__name__}; for a built-in "
-                                "architecture pass arch='mlp' | 'cnn' | 'resnet' instead")
+            if isinstance(m, str) and m.strip().lower() in models.ARCHITECTURES:
+                raise TypeError(f"{name} must be a torch.nn.Module or a spec of your own model; {m!r} is a built-in "
+                                f"architecture: pass arch={m!r} to train two copies in the panel")
+        model_a = models.load(model_a) if model_a is not None else None
+        model_b = models.load(model_b) if model_b is not None else None
         self.given = (model_a, model_b)
         self.given_data = (data, train_data)
         self.table = ipw.HTML(value="")
@@ -47,7 +49,7 @@ class ConnectivityPanel(Panel):
         return {
             "source": ipw.Dropdown(options=["train", "reference", "files", "given"], value="train",
                                    description="models", style=style),
-            "arch": ipw.Dropdown(options=["mlp", "cnn", "resnet"], value="mlp", description="architecture",
+            "arch": ipw.Dropdown(options=["mlp", "cnn", "cnn-gap", "resnet"], value="mlp", description="architecture",
                                  style=style),
             "path_a": ipw.Text(value="", placeholder="model A file", description="file A",
                                layout=ipw.Layout(width="220px")),
@@ -81,7 +83,7 @@ class ConnectivityPanel(Panel):
         if source == "files":
             if not path_a or not path_b:
                 raise ValueError("source='files' needs both file A and file B (written by workbench.models.save_model)")
-            a, b = models.load_model(path_a), models.load_model(path_b)
+            a, b = models.load(path_a), models.load(path_b)
             arch = getattr(a, "arch", None) or arch
             train, test = wdata.digits(image=arch != "mlp")
             return a, b, test, train

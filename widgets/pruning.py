@@ -10,7 +10,7 @@ import ipywidgets as ipw
 
 from workbench.pruning import analyze, estimate_cost, figures
 
-from .base import Panel, copy_figure
+from .base import Panel, copy_figure, model_argument
 
 DEFAULT_VALUES = {"epochs": "1, 3, 10, 30", "batch_size": "256, 64, 16", "lr": "0.01, 0.05, 0.2"}
 
@@ -37,8 +37,9 @@ class PruningPanel(Panel):
     title = "Pruning regimes"
     figure_names = ("regime", "test_error", "mc", "cka")
 
-    def __init__(self, *, data: Any = None, train_data: Any = None, store: Any = None, executor: Any = None,
-                 **kw: Any):
+    def __init__(self, *, model: Any = None, data: Any = None, train_data: Any = None, store: Any = None,
+                 executor: Any = None, **kw: Any):
+        self.user_model = model_argument(model, kw)  # an untrained module of yours, or None (a built-in name)
         self.data, self.train_data, self.store, self.executor = data, train_data, store, executor
         self.table = ipw.HTML(value="")
         self.estimate_button = ipw.Button(description="Estimate cost", icon="clock-o")
@@ -46,12 +47,15 @@ class PruningPanel(Panel):
         self.estimate_button.on_click(lambda _b: self.estimate())
         self.cost = None
         super().__init__(**kw)
+        if self.user_model is not None:
+            self.widgets["model"].options = ["your model", *self.widgets["model"].options]
+            self.widgets["model"].value = "your model"
         self.widgets["knob"].observe(self._knob_changed, names="value")
 
     def controls(self) -> Dict[str, ipw.Widget]:
         style = {"description_width": "initial"}
         return {
-            "model": ipw.Dropdown(options=["mlp", "cnn", "resnet"], value="mlp", description="model"),
+            "model": ipw.Dropdown(options=["mlp", "cnn", "cnn-gap", "resnet"], value="mlp", description="model"),
             "knob": ipw.Dropdown(options=["epochs", "batch_size", "lr"], value="epochs", description="knob"),
             "values": ipw.Text(value=DEFAULT_VALUES["epochs"], description="knob values", style=style),
             "densities": ipw.Text(value="0.02, 0.05, 0.1, 0.2, 0.5", description="densities", style=style),
@@ -71,7 +75,8 @@ class PruningPanel(Panel):
         return [ipw.HBox([self.estimate_button, self.estimate_label]), f["regime"], metrics, self.table]
 
     def _arguments(self, *, model, knob, values, densities, scope, seeds, retrain_epochs, lr, points) -> dict:
-        return dict(model=model, data=self.data, train_data=self.train_data, knob=knob,
+        net = self.user_model if model == "your model" else model
+        return dict(model=net, data=self.data, train_data=self.train_data, knob=knob,
                     values=parse_list(values, "knob values", _number),
                     densities=parse_list(densities, "densities"), scope=scope,
                     seeds=list(range(int(seeds))), retrain_epochs=retrain_epochs, lr=lr, points=points,

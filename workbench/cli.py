@@ -60,8 +60,26 @@ def cmd_list(args: argparse.Namespace) -> int:
         small = ci_parameters(path)
         for p in parameters_of(path):
             ci = f"  [CI: {small[p.name]!r}]" if p.name in small else ""
-            print(f"    {p.name} = {p.default!r}  # {p.help}{ci}")
+            kind = f"[{p.declaration.text}] " if p.declaration is not None else ""
+            print(f"    {p.name} = {p.default!r}  # {kind}{p.help}{ci}")
+    print(spec_forms())
     return 0
+
+
+def spec_forms() -> str:
+    """What the model, data and graph parameters accept, for ``workbench list``."""
+    from .data import SPEC_FORMS as DATA_FORMS
+    from .models import SPEC_FORMS as MODEL_FORMS
+    from .topology.readers import GRAPH_FILE_FORMS
+
+    lines = ["", "Specs (relative paths are read from the current directory; -p model=./my-model):"]
+    for title, forms in (("model, model_b", MODEL_FORMS), ("weights, weights_b", ("a .safetensors or .pt state "
+                                                                                  "dict file",)),
+                         ("data, train_data", DATA_FORMS),
+                         ("graph", ("a built-in graph name", *GRAPH_FILE_FORMS))):
+        lines.append(f"  {title}:")
+        lines += [f"    - {f}" for f in forms]
+    return "\n".join(lines)
 
 
 def dask_client(address: str):

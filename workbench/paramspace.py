@@ -31,6 +31,8 @@ from torch.func import functional_call, vmap
 from .backend import DeviceLike, available_memory, check_allocation, resolve_device, run_in_chunks
 from .batchnorm import has_batchnorm, reset_bn_buffers
 from .data import Dataset, as_dataset
+from .losses import resolve as resolve_loss
+from .validation import probe
 from .progress import Progress, ProgressLike
 
 __all__ = ["ParamSpec", "AffinePoints", "flatten", "unflatten", "load_theta", "evaluate_points", "batch_loss_sum",
@@ -311,19 +313,6 @@ def _point_buffers(model: nn.Module, base: Dict[str, torch.Tensor], buffers: Opt
     return out
 
 
-def _probe(model: nn.Module, ds: Dataset, loss_fn: Callable, batch_size: int) -> torch.Tensor:
-    """The first batch's inputs, after a clear error for data the model cannot take."""
-    first_x = next(ds.batches(batch_size))[0]
-    try:
-        with torch.no_grad():
-            batch_loss_sum(loss_fn, model(first_x[:2]), ds.y[:2])
-    except Exception as exc:
-        raise ValueError(f"the model cannot be evaluated on data with X of shape {tuple(ds.X.shape)} and "
-                         f"y of shape {tuple(ds.y.shape)} ({type(exc).__name__}: {exc}); pass data in the "
-                         "shape the model and loss_fn expect") from exc
-    return first_x
-
-
 def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: Optional[Callable] = None, *,
                     batch_size: int = 1024, chunk: Optional[int] = None, bn: str = "eval",
                     train_data: Any = None, buffers: Optional[Dict[str, torch.Tensor]] = None,
@@ -357,7 +346,7 @@ def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: 
         raise ValueError(f"bn={bn!r}; choose one of {BN_MODES}")
     dev = resolve_device(device)
     ds = as_dataset(data, "data")
-    loss_fn = loss_fn or F.cross_entropy
+    loss_fn = resolve_loss(loss_fn, model)
     theta0, spec = flatten(model)
     if not isinstance(thetas, AffinePoints):
         thetas = torch.as_tensor(thetas)
@@ -379,7 +368,8 @@ def evaluate_points(model: nn.Module, thetas: torch.Tensor, data: Any, loss_fn: 
         has_bn = has_batchnorm(model)
         vectorize = dev.type != "cpu" if vectorize == "auto" else bool(vectorize)
         strategy = (_Vectorised if vectorize else _Sequential)(model, spec, ds_dev, loss_fn, batch_size, dev)
-        first_x = _probe(model, ds_dev, loss_fn, batch_size)
+        probe(model, ds_dev, loss_fn=loss_fn)  # a clear error for data the model cannot take, before any pass
+        first_x = next(ds_dev.batches(batch_size))[0]
         per_point = 0
         if chunk is None or vectorize:  # the memory one point needs in a vectorised pass
             per_point = point_bytes(model, spec, first_x, {k: v.to(dev) for k, v in unflatten(theta0, spec).items()},

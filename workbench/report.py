@@ -22,6 +22,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import pandas as pd
 
+from .parameters import Declaration, resolve_path, split_help
+from .parameters import check as check_parameter
 from .progress import ProgressLike
 from .results import Result
 
@@ -64,6 +66,7 @@ class Parameter:
     name: str
     default: Any
     help: str
+    declaration: Optional[Declaration] = None  # what the parameter accepts (workbench.parameters)
 
 
 def _parameters_cell(nb: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
@@ -85,8 +88,8 @@ def parameters_of(path: PathLike) -> List[Parameter]:
     for node in ast.parse(source).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             line = lines[node.lineno - 1]
-            help_text = line.split("#", 1)[1].strip() if "#" in line else ""
-            out.append(Parameter(node.targets[0].id, ast.literal_eval(node.value), help_text))
+            decl, help_text = split_help(line.split("#", 1)[1] if "#" in line else "")
+            out.append(Parameter(node.targets[0].id, ast.literal_eval(node.value), help_text, decl))
     return out
 
 
@@ -102,14 +105,22 @@ def ci_parameters(path: PathLike) -> Dict[str, Any]:
 
 
 def validate(name: str, params: Mapping[str, Any], known: Sequence[Parameter]) -> None:
-    """Raise ``ValueError`` for a parameter the notebook does not have, naming the valid ones."""
-    names = [p.name for p in known]
-    for key in params:
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
+    """Raise ``ValueError`` for a parameter the notebook does not have (naming the valid ones) or a value its
+    declaration refuses (naming the parameter, what it expects and what it got)."""
+    by_name = {p.name: p for p in known}
+    for key, value in params.items():
+        if key not in by_name:
+            close = difflib.get_close_matches(key, list(by_name), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"notebook {name!r} has no parameter {key!r}.{hint} Valid parameters: "
-                             f"{', '.join(names) or '(none)'}")
+                             f"{', '.join(by_name) or '(none)'}")
+        check_parameter(key, value, by_name[key].declaration, notebook=name)
+
+
+def resolve_paths(params: Mapping[str, Any], known: Sequence[Parameter]) -> Dict[str, Any]:
+    """Relative paths of spec parameters made absolute: notebooks run in the checkout, not where the caller is."""
+    by_name = {p.name: p for p in known}
+    return {k: resolve_path(v, by_name[k].declaration) if k in by_name else v for k, v in params.items()}
 
 
 def split_parameters(params: Mapping[str, Any], names: Sequence[str],
@@ -264,6 +275,14 @@ def _index_page(runs: List[Dict[str, Any]], title: str) -> str:
             + "".join(rows) + "</table></body></html>")
 
 
+def _importable_here() -> None:
+    """Let the notebooks' kernels import the caller's own modules (import-path specs such as ``mynets:Net``)."""
+    here = os.getcwd()
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if here not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([here, *parts])
+
+
 def report(names: Optional[Sequence[str]] = None, *, out: PathLike = "report",
            parameters: Optional[Mapping[str, Any]] = None, small: bool = False, show_code: bool = False,
            executor: Any = None, max_workers: Optional[int] = None, progress: ProgressLike = True,
@@ -285,8 +304,11 @@ def report(names: Optional[Sequence[str]] = None, *, out: PathLike = "report",
             raise ValueError(f"no notebook {n!r}; available: {', '.join(available)}")
     per = split_parameters(dict(parameters or {}), names, nbdir)
     for n in names:
+        known = parameters_of(available[n])
+        per[n] = resolve_paths(per[n], known)
         base = ci_parameters(available[n]) if small else {}
-        validate(n, {**base, **per[n]}, parameters_of(available[n]))
+        validate(n, {**base, **per[n]}, known)
+    _importable_here()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cells = [dict(notebook=n, out=str(out), parameters=per[n], small=small, show_code=show_code,

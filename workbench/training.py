@@ -20,10 +20,10 @@ import numbers
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .backend import resolve_device
 from .data import Dataset
+from .losses import resolve as resolve_loss
 from .progress import Progress, ProgressLike
 
 __all__ = ["OPTIMIZERS", "steps_per_epoch", "total_steps", "check_schedule", "make_optimizer", "fit"]
@@ -77,7 +77,7 @@ def fit(forward: Callable[[torch.Tensor], torch.Tensor], params: Sequence[torch.
     """
     check_schedule(epochs, lr, batch_size)
     dev = resolve_device(device)
-    loss_fn = loss_fn or F.cross_entropy
+    loss_fn = resolve_loss(loss_fn)
     opt = make_optimizer(list(params), optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps = total_steps(epochs, len(data), batch_size)
     rows: List[Dict[str, Any]] = []

@@ -69,16 +69,16 @@ def test_nan_loss_is_named():
 def test_save_load_round_trip(tmp_path):
     model = models.build("cnn", seed=2)
     p = models.save_model(model, tmp_path / "m.pt")
-    back = models.load_model(p)
+    back = models.load(p)
     x = torch.randn(4, 1, 8, 8)
     assert torch.allclose(model(x), back(x))
     torch.save(model.state_dict(), tmp_path / "sd.pt")
     with pytest.raises(ValueError, match="arch="):
-        models.load_model(tmp_path / "sd.pt")
-    back2 = models.load_model(tmp_path / "sd.pt", arch="cnn")
+        models.load(tmp_path / "sd.pt")
+    back2 = models.load(tmp_path / "sd.pt", arch="cnn")
     assert torch.allclose(model(x), back2(x))
     with pytest.raises(ValueError, match="does not match"):
-        models.load_model(tmp_path / "sd.pt", arch="mlp")
+        models.load(tmp_path / "sd.pt", arch="mlp")
 
 
 def test_minilm_loads_offline():

@@ -11,16 +11,8 @@ first use).
 """
 from ..batchnorm import has_batchnorm, repair, reset_bn
 from ..lazy import figures_on_demand
-from ..paths import (
-                     BN_MODES,
-                     VARIANTS,
-                     PathEvaluator,
-                     barrier_argmax,
-                     barrier_variants,
-                     check_same_architecture,
-                     interpolate_state,
-                     signed_mc,
-)
+from ..paths import (BN_MODES, VARIANTS, PathEvaluator, barrier_argmax, barrier_variants, check_same_architecture,
+                     interpolate_state, signed_mc)
 from .analysis import ConnectivityResult, analyze
 from .barrier import BarrierResult, barrier, summarize
 from .layerwise import LayerwiseResult, compare, default_groups, layerwise, merge, singular_alignment

@@ -10,11 +10,11 @@ import pandas as pd
 import torch.nn as nn
 
 from ..backend import DeviceLike, resolve_device
-from ..data import as_dataset
 from ..models import evaluate
 from ..paths import VARIANTS, check_same_architecture
 from ..progress import Progress, ProgressLike
 from ..results import Result
+from ..validation import as_model, probe
 from .barrier import barrier
 from .layerwise import compare, layerwise, merge
 from .matching import align
@@ -76,8 +76,9 @@ def _pair(subject: Any) -> Tuple[nn.Module, nn.Module]:
     if not (isinstance(subject, (tuple, list)) and len(subject) == 2):
         raise TypeError("connectivity.analyze takes the pair of models as its subject: "
                         f"analyze((model_a, model_b), data, ...), got {type(subject).__name__}")
-    check_same_architecture(*subject)
-    return subject[0], subject[1]
+    a, b = as_model(subject[0], name="model_a"), as_model(subject[1], name="model_b")
+    check_same_architecture(a, b)
+    return a, b
 
 
 def analyze(subject: Tuple[nn.Module, nn.Module], data: Any = None, *, train_data: Any = None,
@@ -98,8 +99,8 @@ def analyze(subject: Tuple[nn.Module, nn.Module], data: Any = None, *, train_dat
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r}; choose one of {VARIANTS}")
     dev = resolve_device(device)
-    test = as_dataset(data, "data")
-    train = as_dataset(train_data, "train_data") if train_data is not None else None
+    test = probe(model_a, data, loss_fn=loss_fn, name="data")
+    train = probe(model_a, train_data, loss_fn=loss_fn, name="train_data") if train_data is not None else None
     fit_on = train if train is not None else test
     spec = permutation_spec(model_a, test) if methods else None
     steps = 2 * len(methods) + 1 + ((2 if methods else 1) if run_layerwise else 0)

@@ -15,10 +15,10 @@ import torch.nn as nn
 
 from ..backend import DeviceLike
 from ..batchnorm import has_batchnorm
-from ..data import as_dataset
 from ..paths import BN_MODES, VARIANTS, PathEvaluator, barrier_argmax, barrier_variants, peak_indices
 from ..progress import Progress, ProgressLike
 from ..results import Result
+from ..validation import as_model, probe
 
 __all__ = ["BarrierResult", "barrier", "summarize", "BN_MODES", "VARIANTS"]
 
@@ -75,6 +75,8 @@ def _table(curve: pd.DataFrame) -> pd.DataFrame:
     for split, c in curve.groupby("split", sort=False):
         c = c.sort_values("alpha")
         for metric in ("loss", "error"):
+            if metric == "error" and c["error"].isna().all():  # no accuracy (regression, language models)
+                continue
             vals = barrier_variants(c["alpha"], c[metric])
             where = barrier_argmax(c["alpha"].to_numpy(), c[metric].to_numpy())
             for v in VARIANTS:
@@ -119,11 +121,12 @@ def barrier(model_a: nn.Module, model_b: nn.Module, data: Any, *, loss_fn: Optio
     warning, when it is missing) at every alpha, both ends included (``settings["bn_endpoints"]``).
     ``variant`` picks the scalar reported as ``loss_barrier_`` / ``error_barrier_``.
     """
+    model_a, model_b = as_model(model_a, name="model_a"), as_model(model_b, name="model_b")
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r}; choose one of {VARIANTS}")
     alphas = _grid(points)
-    test = as_dataset(data, "data")
-    train = as_dataset(train_data, "train_data") if train_data is not None else None
+    test = probe(model_a, data, loss_fn=loss_fn, name="data")
+    train = probe(model_a, train_data, loss_fn=loss_fn, name="train_data") if train_data is not None else None
     path = PathEvaluator(model_a, model_b, bn=bn, train_data=train, fallback_data=test, batch_size=batch_size,
                          device=device, loss_fn=loss_fn)
     splits = {split: test}

@@ -28,6 +28,7 @@ from ..data import as_dataset
 from ..paths import PathEvaluator, barrier_variants, check_same_architecture
 from ..progress import Progress, ProgressLike
 from ..results import Result
+from ..validation import as_model
 from .barrier import _grid
 
 __all__ = ["default_groups", "LayerwiseResult", "layerwise", "singular_alignment", "compare", "merge"]
@@ -76,6 +77,7 @@ def layerwise(model_a: nn.Module, model_b: nn.Module, data: Any, *, groups: Opti
     For ``base="a"`` the path runs from A to A-with-the-group-of-B; for ``base="b"`` from
     B-with-the-group-of-A to B.  Returns every barrier variant per group and base on ``data``.
     """
+    model_a, model_b = as_model(model_a, name="model_a"), as_model(model_b, name="model_b")
     check_same_architecture(model_a, model_b)
     groups = dict(groups) if groups is not None else default_groups(model_a)
     state = model_a.state_dict()
@@ -127,6 +129,7 @@ def singular_alignment(wa: torch.Tensor, wb: torch.Tensor) -> float:
 def compare(model_a: nn.Module, model_b: nn.Module, *, aligned: Optional[Dict[str, nn.Module]] = None) -> pd.DataFrame:
     """Per weight tensor (dim >= 2) and in total: L2 distance and singular-vector alignment between A and
     B, and between A and each aligned copy of B in ``aligned`` (name -> model)."""
+    model_a, model_b = as_model(model_a, name="model_a"), as_model(model_b, name="model_b")
     check_same_architecture(model_a, model_b)
     variants = {"original": model_b, **(aligned or {})}
     pa = dict(model_a.named_parameters())
@@ -154,6 +157,7 @@ def merge(model_a: nn.Module, model_b: nn.Module, *, alpha: float = 0.5, bn: str
           train_data: Any = None, batch_size: int = 512, device: DeviceLike = "auto") -> nn.Module:
     """The model at ``(1 - alpha) A + alpha B`` with BatchNorm statistics reset (``bn="reset"``) or
     REPAIRed (``bn="repair"``) on ``train_data``; align B first (:func:`align`) for a useful merge."""
+    model_a, model_b = as_model(model_a, name="model_a"), as_model(model_b, name="model_b")
     if bn in ("reset", "repair") and train_data is None:
         if bn == "repair" or has_batchnorm(model_a):
             raise ValueError(f"merge(bn={bn!r}) needs train_data= to recompute statistics")

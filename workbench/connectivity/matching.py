@@ -18,6 +18,7 @@ from ..data import as_dataset
 from ..paths import check_same_architecture
 from ..progress import Progress, ProgressLike
 from ..results import Result
+from ..validation import as_model
 from .permute import _index, permute
 from .spec import PermutationSpec, UnsupportedStructure
 from .tracing import example_input, permutation_spec, trace_outputs
@@ -301,6 +302,7 @@ def align(model_a: nn.Module, model_b: nn.Module, data: Any = None, *, method: s
     is checked to compute B's function on a probe batch (an :class:`UnsupportedStructure` names the module
     otherwise).  Returns an :class:`AlignResult` (``.model_`` the permuted copy of B, ``.perms``).
     """
+    model_a, model_b = as_model(model_a, name="model_a"), as_model(model_b, name="model_b")
     check_same_architecture(model_a, model_b)
     dev = resolve_device(device)
     if spec is None:

@@ -8,17 +8,8 @@ of a stated baseline (:func:`analyze`).  Representation ID: :func:`twonn`, :func
 """
 from ..lazy import figures_on_demand
 from .estimators import IDEstimate, ProfileResult, activations, estimate, knn, mle, profile, twonn
-from .projections import (
-                          DenseProjection,
-                          FastfoodProjection,
-                          Projection,
-                          SparseProjection,
-                          fwht,
-                          hadamard,
-                          make_projection,
-                          next_pow2,
-                          projection_memory,
-)
+from .projections import (DenseProjection, FastfoodProjection, Projection, SparseProjection, fwht, hadamard,
+                          make_projection, next_pow2, projection_memory)
 from .search import SearchResult, analyze, bootstrap_dint
 from .subspace import SubspaceModel, SubspaceResult, num_parameters, subspace_model, subspace_train
 

@@ -29,6 +29,7 @@ from ..backend import DeviceLike, resolve_device
 from ..data import as_dataset
 from ..progress import Progress, ProgressLike
 from ..results import Result
+from ..validation import as_model, probe
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,7 +325,13 @@ class ProfileResult(Result):
 
 
 def default_layers(model: nn.Module) -> List[str]:
-    """Leaf modules that hold parameters or reshape the signal (pooling), in registration order."""
+    """Leaf modules that hold parameters or reshape the signal (pooling), in registration order; for a
+    transformer (a :class:`workbench.models.TokenModel`), the blocks of its longest layer stack."""
+    if hasattr(model, "token_mask"):
+        stacks = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
+        if stacks:
+            prefix, stack = max(stacks, key=lambda nm: len(nm[1]))
+            return [f"{prefix}.{i}" for i in range(len(stack))]
     names = []
     for name, mod in model.named_modules():
         if name and not list(mod.children()):
@@ -353,8 +360,16 @@ def _first_tensor(out: Any) -> Optional[torch.Tensor]:
 def activations(model: nn.Module, data: Any, *, layers: Optional[Sequence[str]] = None, n: Optional[int] = 2000,
                 seed: int = 0, batch_size: int = 512, device: DeviceLike = "auto",
                 include_input: bool = True) -> Dict[str, torch.Tensor]:
-    """Flattened outputs (on the CPU) of ``layers`` for (a seeded subset of ``n`` of) ``data``."""
-    ds = as_dataset(data)
+    """Flattened outputs (on the CPU) of ``layers`` for (a seeded subset of ``n`` of) ``data``.
+
+    For token inputs (a :class:`workbench.models.TokenModel`), a layer's ``(N, L, H)`` output is pooled over
+    the positions its attention mask keeps (padding never counts) into one ``(N, H)`` point per example,
+    and the input (token ids) is not a representation, so it is left out.
+    """
+    model = as_model(model)
+    ds = probe(model, data, needs_loss=False)
+    tokens = hasattr(model, "token_mask")
+    include_input = include_input and not tokens
     if n is not None:
         ds = ds.subset(int(n), seed=seed)
     dev = resolve_device(device)
@@ -365,12 +380,18 @@ def activations(model: nn.Module, data: Any, *, layers: Optional[Sequence[str]] 
         raise ValueError(f"layers {unknown[:5]} are not modules of the model; choose among "
                          f"{[m for m in modules if m][:12]}...")
     store: Dict[str, List[torch.Tensor]] = {name: [] for name in names}
+    mask: List[Optional[torch.Tensor]] = [None]  # the current batch's attention mask (token inputs)
     hooks = []
     for name in names:
         def hook(_m, _inp, out, name=name):
             t = _first_tensor(out)
-            if t is not None:
-                store[name].append(t.detach().reshape(t.shape[0], -1).float().cpu())
+            if t is None:
+                return
+            m = mask[0]
+            if m is not None and t.dim() == 3 and t.shape[:2] == m.shape:  # pool over the real tokens only
+                w = m.unsqueeze(-1).to(t.dtype)
+                t = (t * w).sum(1) / w.sum(1).clamp_min(1.0)
+            store[name].append(t.detach().reshape(t.shape[0], -1).float().cpu())
         hooks.append(modules[name].register_forward_hook(hook))
     was_training = model.training
     model.eval()
@@ -380,6 +401,7 @@ def activations(model: nn.Module, data: Any, *, layers: Optional[Sequence[str]] 
         for xb, _ in ds.batches(batch_size, device=dev):
             if include_input:
                 inputs.append(xb.reshape(xb.shape[0], -1).float().cpu())
+            mask[0] = model.token_mask(xb) if tokens else None
             model(xb)
     finally:
         for h in hooks:
@@ -403,6 +425,7 @@ def profile(model: nn.Module, data: Any, *, layers: Optional[Sequence[str]] = No
     (a seeded subset; ``None`` for all) are pushed through the model; each layer's flattened output is
     given to ``estimator`` (``"twonn"``, ``"twonn-mle"`` or ``"mle"`` with ``k``).
     """
+    model = as_model(model)
     acts = activations(model, data, layers=layers, n=n, seed=seed, batch_size=batch_size, device=device)
     rows = []
     with Progress(len(acts), "ID profile", progress) as bar, warnings.catch_warnings():

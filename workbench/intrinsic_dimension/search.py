@@ -29,11 +29,12 @@ import torch.nn as nn
 from .. import sweep
 from ..backend import DeviceLike, resolve_device
 from ..data import as_dataset
-from ..models import build, evaluate, train
+from ..models import ARCHITECTURES, build, evaluate, train
 from ..models import cache_dir as _cache_root
 from ..progress import Progress, ProgressLike
 from ..results import Result
 from ..sweep import fingerprint
+from ..validation import as_model, probe
 from .subspace import num_parameters, subspace_train
 
 __all__ = ["SearchResult", "analyze", "resolved_settings", "bootstrap_dint", "default_cache_dir"]
@@ -112,11 +113,14 @@ class SearchResult(Result):
 # helpers
 # --------------------------------------------------------------------------------------------
 def _model_for(model: Any, seed: int) -> nn.Module:
-    """The model whose weights are theta_0 for ``seed``: a fixed module, or a fresh init per seed."""
+    """The model whose weights are theta_0 for ``seed``: a fixed module (any model spec), or a fresh init per
+    seed (a built-in architecture's name, or a callable ``seed -> nn.Module``)."""
     if isinstance(model, nn.Module):
-        return model
-    if isinstance(model, str):
-        return build(model, seed=seed)
+        return as_model(model)
+    if isinstance(model, str) and model.strip().lower() in ARCHITECTURES:
+        return build(model.strip().lower(), seed=seed)
+    if isinstance(model, (str, os.PathLike)):
+        return as_model(model)
     if callable(model):
         out = model(seed)
         if not isinstance(out, nn.Module):
@@ -363,6 +367,9 @@ def analyze(model: Any, data: Any = None, *, train_data: Any = None, method: str
     trained_on = as_dataset(train_data, "train_data") if train_data is not None else evaluate_on
     dev = resolve_device(device)
     models_by_seed = {s: _model_for(model, s) for s in seed_list}
+    probe(models_by_seed[seed_list[0]], evaluate_on, name="data")
+    if train_data is not None:
+        probe(models_by_seed[seed_list[0]], trained_on, name="train_data")
     D = num_parameters(models_by_seed[seed_list[0]])
     d_max = int(min(D, 4096) if d_max is None else d_max)
     d_min = max(1, int(d_min))

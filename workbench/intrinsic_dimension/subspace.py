@@ -18,16 +18,17 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..backend import DeviceLike, resolve_device
 from ..data import as_dataset
+from ..losses import resolve as resolve_loss
 from ..models import evaluate
 from ..paramspace import flatten
 from ..progress import ProgressLike
 from ..results import Result
 from ..training import fit
+from ..validation import as_model
 from .projections import Projection, make_projection
 
 
@@ -153,6 +154,7 @@ def subspace_train(model: nn.Module, data: Any = None, *, d: int, train_data: An
     run reproduces full training).  ``said=True`` adds one learned scale per parameter tensor, counted in
     ``d``.  The trained model copy is ``result.model_`` (not saved).
     """
+    model = as_model(model)
     if data is None:
         raise ValueError("subspace_train needs data: the split whose accuracy is reported")
     test = as_dataset(data, "data")
@@ -166,7 +168,7 @@ def subspace_train(model: nn.Module, data: Any = None, *, d: int, train_data: An
     if not isinstance(projection, Projection) and str(projection).lower() in ("dense", "orthogonal") and d > D:
         raise ValueError(f"d={d} exceeds D={D} parameters; a {projection} projection needs d <= D")
     dev = resolve_device(device)
-    loss_fn = loss_fn or F.cross_entropy
+    loss_fn = resolve_loss(loss_fn, model)
     start = time.perf_counter()
     sub = SubspaceModel(model, d, projection=projection, said=said, seed=seed, device=dev, **projection_options)
     params = [sub.theta_d] + ([sub.scales] if sub.scales is not None else [])

@@ -10,17 +10,8 @@ plotly figures.
 """
 from ..lazy import figures_on_demand
 from .analysis import LandscapeReport, analyze
-from .curvature import (
-           DensityResult,
-           EigenResult,
-           LayerwiseResult,
-           TraceResult,
-           density,
-           eigen_slice,
-           eigenvalues,
-           layerwise,
-           trace,
-)
+from .curvature import (DensityResult, EigenResult, LayerwiseResult, TraceResult, density, eigen_slice, eigenvalues,
+                        layerwise, trace)
 from .directions import NORMS, normalize_direction, orthogonalize, pca_directions, random_direction, random_directions
 from .hessian import HessianOperator, hvp, lanczos
 from .maps import LandscapeResult, as_splits, evaluate_at, interpolate, line, plane

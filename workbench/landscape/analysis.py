@@ -12,6 +12,7 @@ from ..backend import DeviceLike, resolve_device
 from ..data import Dataset, as_dataset
 from ..progress import Progress, ProgressLike
 from ..results import Result
+from ..validation import as_model
 from .curvature import DensityResult, EigenResult, TraceResult, density, eigenvalues, trace
 from .maps import LandscapeResult, as_splits, plane
 
@@ -66,6 +67,7 @@ def analyze(model: nn.Module, data: Any = None, *, train_data: Any = None, loss_
     takes a seeded subset): the top ``k`` eigenvalues (Lanczos, ``max_iter`` products at most), the trace
     (``trace_vectors`` Rademacher vectors) and the spectral density (``density_runs`` x ``density_steps``).
     """
+    model = as_model(model)
     if data is None:
         raise ValueError("landscape.analyze needs data: a data set or a dict of splits the map is evaluated on")
     splits = as_splits(data)

@@ -27,6 +27,7 @@ from ..backend import DeviceLike, describe, resolve_device
 from ..paramspace import parameter_groups
 from ..progress import Progress, ProgressLike
 from ..results import Result
+from ..validation import as_model
 from .hessian import HessianOperator, _on_device, lanczos, tridiagonal_eigh
 
 __all__ = ["EigenResult", "TraceResult", "DensityResult", "LayerwiseResult", "eigenvalues", "trace", "density",
@@ -332,6 +333,7 @@ def layerwise(model: nn.Module, data: Any = None, *, loss_fn: Optional[Callable]
     the group's size) with the number of Hessian-vector products used (``n_iter``) and whether they
     converged; the density from :func:`density` with ``density_runs`` runs of ``density_steps`` steps.
     """
+    model = as_model(model)
     if k < 1:
         raise ValueError(f"k={k}; ask for at least one eigenvalue per group")
     dev = resolve_device(device)
@@ -371,6 +373,7 @@ def eigen_slice(model: nn.Module, data: Any = None, *, loss_fn: Optional[Callabl
     line :class:`~workbench.landscape.LandscapeResult` whose settings carry ``eigenvalue`` and
     ``loss0`` so the quadratic prediction ``loss0 + lambda t^2 / 2`` can be drawn next to it.
     """
+    model = as_model(model)
     from .maps import as_splits, line
 
     if eigen is None:

@@ -14,13 +14,25 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..backend import DeviceLike, resolve_device
 from ..data import as_dataset
+from ..losses import resolve as resolve_loss
 from ..paramspace import ParamSpec, batch_loss_sum, unflatten
+from ..validation import as_model, probe
 
 __all__ = ["HessianOperator", "hvp", "lanczos", "tridiagonal_eigh"]
+
+
+def _math_attention():
+    """A context running ``scaled_dot_product_attention`` on its math backend (twice differentiable)."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # pragma: no cover - older torch
+        import contextlib
+
+        return contextlib.nullcontext()
+    return sdpa_kernel(SDPBackend.MATH)
 
 
 class HessianOperator:
@@ -38,12 +50,12 @@ class HessianOperator:
                  params: Optional[Sequence[str]] = None, batch_size: int = 1024, device: DeviceLike = "auto"):
         if data is None:
             raise ValueError("data is required: the Hessian is of the mean loss over a data set")
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        model = as_model(model)
+        probe(model, data, loss_fn=loss_fn)
         self.device = resolve_device(device)
         self.model = _on_device(model, self.device)
         model = self.model
-        self.loss_fn = loss_fn or F.cross_entropy
+        self.loss_fn = resolve_loss(loss_fn, model)
         self.data = as_dataset(data, "data").to(self.device)
         self.batch_size = batch_size
         named = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
@@ -64,7 +76,15 @@ class HessianOperator:
         self._cached: Optional[List[tuple]] = None
 
     def _gradients(self):
-        """``(grads, retain)`` per batch: the first-order gradients with their graph (create_graph)."""
+        """``(grads, retain)`` per batch: the first-order gradients with their graph (create_graph).
+
+        Attention runs on the math kernel of ``scaled_dot_product_attention``, the one whose backward is
+        itself differentiable (the fused CPU and GPU kernels have no double backward).
+        """
+        with _math_attention():
+            yield from self._batch_gradients()
+
+    def _batch_gradients(self):
         n = len(self.data)
         if self.cache_graph:
             if self._cached is None:

@@ -24,6 +24,7 @@ from ..paramspace import AffinePoints, evaluate_points, flatten
 from ..paths import check_same_architecture, interpolated_buffers
 from ..progress import Progress, ProgressLike
 from ..results import Result
+from ..validation import as_model
 from .directions import random_directions
 
 __all__ = ["LandscapeResult", "plane", "line", "interpolate", "evaluate_at", "as_splits"]
@@ -227,6 +228,7 @@ def plane(model: nn.Module, data: Any = None, *, loss_fn: Optional[Callable] = N
     BatchNorm uses the stored running statistics (``bn="eval"``) or, with ``bn="reset"``, statistics
     recomputed at every point on ``train_data`` (default: the ``"train"`` split, else the first).
     """
+    model = as_model(model)
     splits = as_splits(data)
     dev = resolve_device(device)
     nx, ny = _pair(steps, "steps")
@@ -265,6 +267,7 @@ def line(model: nn.Module, data: Any = None, *, loss_fn: Optional[Callable] = No
     The model (``x = 0``) is always a grid point: with a number ``span``, ``steps`` must be odd; with
     ``(lo, hi)`` around 0, ``steps`` must put 0 on the grid (a ValueError suggests a number that does).
     """
+    model = as_model(model)
     splits = as_splits(data)
     dev = resolve_device(device)
     if isinstance(span, (tuple, list)):
@@ -302,6 +305,7 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, data: Any = None, *, los
     grid points: the default 41 steps on ``[-0.5, 1.5]`` put them there; ``steps`` that do not raise a
     ValueError suggesting a number that does.
     """
+    model_a, model_b = as_model(model_a, name="model_a"), as_model(model_b, name="model_b")
     splits = as_splits(data)
     dev = resolve_device(device)
     check_same_architecture(model_a, model_b)
@@ -341,6 +345,7 @@ def evaluate_at(model: nn.Module, data: Any, *, result: LandscapeResult, coords:
     that one split.  ``data`` may be one data
     set (the result is ``{"loss": (P,), "accuracy": (P,)}``) or a dict of splits (a dict of those).
     """
+    model = as_model(model)
     c = np.atleast_2d(np.asarray(coords, dtype=float))
     k = result.directions.shape[0]
     if c.shape[1] != k:

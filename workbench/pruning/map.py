@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import os
 import time
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -23,10 +24,11 @@ import torch.nn as nn
 from .. import sweep
 from ..backend import DeviceLike, resolve_device
 from ..data import as_dataset, digits
-from ..models import build, evaluate, train
+from ..models import ARCHITECTURES, build, evaluate, train
 from ..progress import Progress, ProgressLike
 from ..sweep import fingerprint
 from ..training import steps_per_epoch
+from ..validation import as_model, probe
 from .cka import output_cka
 from .masks import apply_mask, density_of, magnitude_mask
 from .regime import KNOBS, RegimeMapResult, classify_regimes
@@ -197,12 +199,15 @@ class _Plan:
                  threads, device, seed, **_classification):
         self.dev = resolve_device(device)
         self.train_ds, self.test_ds = _resolve_data(model, data, train_data, seed)
-        if isinstance(model, str):
-            self.template = build(model, seed=seed)
-        elif isinstance(model, nn.Module):
-            self.template = copy.deepcopy(model).cpu()
+        if isinstance(model, str) and model.strip().lower() in ARCHITECTURES:  # untrained, seeded
+            self.template = build(model.strip().lower(), seed=seed)
+        elif isinstance(model, (str, os.PathLike, nn.Module)):
+            self.template = copy.deepcopy(as_model(model)).cpu()
         else:
-            raise TypeError(f"model must be a reference name or an nn.Module, not {type(model).__name__}")
+            raise TypeError(f"model must be a built-in architecture's name, a model spec or an nn.Module, not "
+                            f"{type(model).__name__}")
+        probe(self.template, self.train_ds, name="train_data")
+        probe(self.template, self.test_ds, name="data")
         self.knob, self.values, self.densities = knob, list(values), list(densities)
         self.store = sweep._as_store(store)
         self.executor = executor

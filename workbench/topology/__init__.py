@@ -18,35 +18,22 @@ Quick start::
 
 Definitions: ``docs/topology.md``.
 """
-from .concentration import (
-                            ATCResult,
-                            TCResult,
-                            approximate_concentration,
-                            concentration,
-                            degrees,
-                            subgraph_density,
-                            walk_concentration,
-)
-from .graphs import BUILTIN_GRAPHS, EdgeSplit, GraphData, GraphInputWarning, as_graph, builtin, edge_array, split_edges
+from ..lazy import figures_on_demand
+from .analysis import PREDICTORS, TopologyReport, analyze
+from .concentration import (ATCResult, TCResult, approximate_concentration, concentration, degrees, subgraph_density,
+                            walk_concentration)
+from .graphs import (BUILTIN_GRAPHS, EdgeSplit, GraphData, GraphInputWarning, as_graph, builtin, edge_array,
+                     load_graph, split_edges)
+from .linkpred import (LinkPredictor, NodePerformance, correlations, distribution_shift, fit_link_predictor,
+                       node_metrics, rank_metrics)
 
 __all__ = [
+    "analyze", "TopologyReport", "PREDICTORS",
     "ATCResult", "TCResult", "approximate_concentration", "concentration", "degrees", "subgraph_density",
     "walk_concentration", "BUILTIN_GRAPHS", "EdgeSplit", "GraphData", "GraphInputWarning", "as_graph",
-    "builtin", "edge_array", "split_edges",
+    "builtin", "edge_array", "load_graph", "split_edges",
+    "LinkPredictor", "NodePerformance", "correlations", "distribution_shift", "fit_link_predictor", "node_metrics",
+    "rank_metrics",
 ]
-from ..lazy import figures_on_demand  # noqa: E402
-from .analysis import PREDICTORS, TopologyReport, analyze  # noqa: E402
-from .linkpred import (  # noqa: E402
-                            LinkPredictor,
-                            NodePerformance,
-                            correlations,
-                            distribution_shift,
-                            fit_link_predictor,
-                            node_metrics,
-                            rank_metrics,
-)
-
-__all__ += ["PREDICTORS", "TopologyReport", "analyze", "LinkPredictor", "NodePerformance",
-            "correlations", "distribution_shift", "fit_link_predictor", "node_metrics", "rank_metrics"]
 
 __getattr__ = figures_on_demand(__name__)

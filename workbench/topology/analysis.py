@@ -11,7 +11,7 @@ from ..backend import DeviceLike
 from ..progress import Progress, ProgressLike
 from ..results import Result
 from .concentration import SPLITS, approximate_concentration, concentration, subgraph_density
-from .graphs import EdgeSplit, as_graph, split_edges
+from .graphs import EdgeSplit, as_graph, load_graph, split_edges
 from .linkpred import DEFAULT_KS, correlations, distribution_shift, fit_link_predictor, node_metrics
 
 # every per-node predictor correlated with performance: TC and ATC per split, the degree baselines on
@@ -46,6 +46,7 @@ class TopologyReport(Result):
 def _split(graph: Any, data: Any, val: float, test: float, seed: int) -> EdgeSplit:
     """The edge split to analyse: ``graph`` itself (an :class:`EdgeSplit`), ``graph``'s edges as training
     edges with ``data``'s held-out ``{"val": ..., "test": ...}`` edges, or a seeded split of ``graph``."""
+    graph = load_graph(graph)
     if isinstance(graph, EdgeSplit):
         if data is not None:
             raise ValueError("graph is already an EdgeSplit (it holds its val/test edges); pass data=None")
@@ -60,7 +61,7 @@ def _split(graph: Any, data: Any, val: float, test: float, seed: int) -> EdgeSpl
     n = max([g.num_nodes] + [h.num_nodes for h in held.values()])
     empty = np.zeros((0, 2), np.int64)
     return EdgeSplit(train=g.edges, val=held["val"].edges if "val" in held else empty, test=held["test"].edges,
-                     num_nodes=n, name=g.name, settings={"given": True, "graph": g.name})
+                     num_nodes=n, name=g.name, settings={"given": True, "graph": g.name}, labels=g.labels)
 
 
 def analyze(graph: Any, data: Any = None, *, k: int = 1, val: float = 0.1, test: float = 0.2,
@@ -93,6 +94,8 @@ def analyze(graph: Any, data: Any = None, *, k: int = 1, val: float = 0.1, test:
     for s in SPLITS:
         nodes[f"degree_{s}"] = getattr(tc, f"degree_{s}")
     nodes["density"] = dens
+    if split.labels is not None:  # the graph's own node ids
+        nodes.insert(0, "node_id", [str(v) for v in split.labels] + [""] * (split.num_nodes - len(split.labels)))
     nodes = nodes.join(perf)
     evaluated = nodes[nodes["n_test"].notna()]
     targets = [c for c in perf.columns if c != "n_test"]

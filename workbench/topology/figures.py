@@ -40,7 +40,8 @@ def scatter(report: TopologyReport, *, metric: str = "tc_test", target: str = "h
     note = ""
     if len(row):
         note = f" (Pearson {row['pearson'].iloc[0]:.2f}, Spearman {row['spearman'].iloc[0]:.2f}, n={len(ev)})"
-    fig = go.Figure(go.Scattergl(x=ev[metric], y=ev[target], mode="markers", text=[f"node {i}" for i in ev.index],
+    ids = ev["node_id"] if "node_id" in ev.columns else ev.index
+    fig = go.Figure(go.Scattergl(x=ev[metric], y=ev[target], mode="markers", text=[f"node {i}" for i in ids],
                                  marker=dict(size=6, opacity=0.6, color=COLORS[0])))
     base_layout(fig, f"{target} against {metric}{note}", xaxis_title=metric, yaxis_title=target)
     return fig
@@ -121,8 +122,9 @@ def graph(edges: np.ndarray, values: np.ndarray, *, title: str = "Training graph
 def overview(report: TopologyReport, *, split: str = "train") -> go.Figure:
     """The graph coloured by ``split`` TC when small, else the TC distributions."""
     if len(report.nodes) <= SMALL_GRAPH:
-        return graph(report.train_edges, report.nodes[f"tc_{split}"].to_numpy(),
-                             title=f"Training graph coloured by {split}-TC (k={report.settings.get('k')})")
+        labels = list(report.nodes["node_id"]) if "node_id" in report.nodes.columns else None
+        return graph(report.train_edges, report.nodes[f"tc_{split}"].to_numpy(), labels=labels,
+                     title=f"Training graph coloured by {split}-TC (k={report.settings.get('k')})")
     return distributions(report)
 
 

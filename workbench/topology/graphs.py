@@ -6,8 +6,9 @@ Every entry point of :mod:`workbench.topology` accepts an *edge collection*:
 * an integer array (NumPy or torch) of shape ``(2, E)`` or ``(E, 2)`` (a ``(2, 2)`` array is read as two
   rows, i.e. ``(E, 2)``);
 * a SciPy sparse adjacency matrix (its non-zero pattern; an entry ``> 1`` counts as repeated edges);
-* a path to an edge-list file (two integer columns separated by white space or commas; lines starting
-  with ``#`` or ``%`` are comments);
+* a path to a graph file: an edge list (two columns of integer or string node ids, separated by white space,
+  commas, tabs or semicolons; ``#`` / ``%`` comments; a ``source,target`` header is skipped), a ``.npz`` /
+  ``.pt`` file with an ``edge_index``, a GraphML or GML file (see :mod:`.readers`; node ids are kept);
 * a :class:`GraphData` (what :func:`builtin` and :func:`as_graph` return).
 
 Graphs are undirected and simple.  Self-loops and repeated edges are never silently counted: with
@@ -22,9 +23,11 @@ import dataclasses
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
+
+from .readers import GRAPH_FILE_FORMS, read_arrays, read_edge_list, read_networkx
 
 SOCIAL_GRAPHS = ("karate", "davis_southern_women", "florentine_families", "les_miserables")
 GENERATED_GRAPHS = ("sbm", "powerlaw_cluster", "random_geometric")
@@ -65,7 +68,10 @@ class GraphData:
 
 @dataclasses.dataclass
 class EdgeSplit:
-    """Seeded train/validation/test split of the edges of one graph (each an ``(E, 2)`` array)."""
+    """Seeded train/validation/test split of the edges of one graph (each an ``(E, 2)`` array).
+
+    ``labels``: the graph's own node ids (position = node number), when it has any other than ``0 .. n-1``.
+    """
 
     train: np.ndarray
     val: np.ndarray
@@ -73,6 +79,7 @@ class EdgeSplit:
     num_nodes: int
     name: str = "graph"
     settings: dict = dataclasses.field(default_factory=dict)
+    labels: Optional[list] = None
 
     def __repr__(self) -> str:
         return (f"EdgeSplit({self.name!r}, num_nodes={self.num_nodes}, train={len(self.train)}, "
@@ -82,23 +89,30 @@ class EdgeSplit:
 # --------------------------------------------------------------------------------------------
 # reading edge collections
 # --------------------------------------------------------------------------------------------
-def _read_edge_file(path: Path, name: str) -> np.ndarray:
-    if not path.exists():
-        raise FileNotFoundError(f"{name}: edge-list file {str(path)!r} does not exist")
-    delimiter = None
-    with open(path) as fh:
-        for line in fh:
-            s = line.strip()
-            if s and not s.startswith(("#", "%")):
-                delimiter = "," if "," in s else None
-                break
-    try:
-        arr = np.loadtxt(path, comments=("#", "%"), delimiter=delimiter, usecols=(0, 1), dtype=np.int64,
-                         ndmin=2)
-    except ValueError as exc:
-        raise ValueError(f"{name}: could not read {str(path)!r} as an edge list (two integer node ids "
-                         f"per line, separated by white space or commas): {exc}") from exc
-    return arr
+def load_graph(spec: Any, *, name: str = "graph") -> Union["GraphData", "EdgeSplit"]:
+    """The graph a spec names: a built-in name, an edge-list / array / GraphML / GML file, or anything
+    :func:`as_graph` reads.  A file with train/val/test edge arrays gives an :class:`EdgeSplit`."""
+    if isinstance(spec, (GraphData, EdgeSplit)):
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec).expanduser()
+        if not path.exists():
+            key = os.fspath(spec).lower().replace("-", "_")
+            if key in BUILTIN_GRAPHS or key in ("karate_club", "davis", "florentine", "lesmis", "powerlaw",
+                                                 "geometric", "rgg"):
+                return builtin(key)
+            raise FileNotFoundError(f"graph={os.fspath(spec)!r} is not an existing file (relative paths are read from "
+                                    f"{os.getcwd()}) or a built-in graph ({', '.join(BUILTIN_GRAPHS)}); a graph "
+                                    "spec is one of: " + "; ".join(GRAPH_FILE_FORMS))
+        if path.suffix.lower() in (".npz", ".pt", ".pth"):
+            arrays = read_arrays(path)
+            if "edges" in arrays:
+                return as_graph(arrays["edges"], num_nodes=arrays["num_nodes"], name=path.stem)
+            parts = {k: as_graph(arrays.get(k, np.zeros((0, 2), np.int64)), name=k) for k in ("train", "val", "test")}
+            n = max([arrays["num_nodes"] or 0] + [g.num_nodes for g in parts.values()])
+            return EdgeSplit(train=parts["train"].edges, val=parts["val"].edges, test=parts["test"].edges, num_nodes=n,
+                             name=path.stem, settings={"given": True, "graph": path.stem})
+    return as_graph(spec, name=name)
 
 
 def _raw_pairs(source: Any, name: str):
@@ -106,8 +120,17 @@ def _raw_pairs(source: Any, name: str):
     if isinstance(source, GraphData):
         return source.edges, source.num_nodes, source.labels, source.name
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        return _read_edge_file(path, name), None, None, path.stem
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"{name}: graph file {str(path)!r} does not exist")
+        if path.suffix.lower() in (".graphml", ".gml"):
+            return _raw_pairs(read_networkx(path), name)
+        if path.suffix.lower() in (".npz", ".pt", ".pth"):
+            arrays = read_arrays(path)
+            edges = arrays.get("edges", arrays.get("train"))
+            return edges, arrays["num_nodes"], None, path.stem
+        pairs, labels = read_edge_list(path, name)
+        return pairs, (len(labels) if labels is not None else None), labels, path.stem
     try:
         import networkx as nx
     except ImportError:  # pragma: no cover
@@ -226,6 +249,7 @@ def split_edges(graph: Any, *, val: float = 0.1, test: float = 0.2, seed: int = 
     test_e, val_e, train_e = e[:n_test], e[n_test:n_test + n_val], e[n_test + n_val:]
     srt = lambda a: a[np.lexsort((a[:, 1], a[:, 0]))]  # noqa: E731
     return EdgeSplit(train=srt(train_e), val=srt(val_e), test=srt(test_e), num_nodes=g.num_nodes, name=g.name,
+                     labels=g.labels,
                      settings={"val": val, "test": test, "seed": seed, "graph": g.name})
 
 

@@ -1,19 +1,23 @@
-"""Built-in data and the one data container the analyses share.
+"""The one data container the analyses share, and the built-in digits data.
 
 Analyses take ``data`` as any of: a :class:`Dataset`, a ``(X, y)`` pair of tensors or arrays, a
-``torch.utils.data.TensorDataset``, or a ``DataLoader`` / iterable of ``(X, y)`` batches (concatenated
-once).  :func:`as_dataset` normalises all of them, and :meth:`Dataset.batches` walks the whole set in
-batches: analyses evaluate on the whole given data unless asked for a subset.
+``torch.utils.data.TensorDataset``, a ``DataLoader`` / iterable of ``(X, y)`` batches (concatenated once), a
+dict of token arrays (``input_ids`` / ``attention_mask`` / ``labels``), or a data spec (a file, a folder, an
+import path or a built-in name, see :mod:`workbench.data.load`).  :func:`as_dataset` normalises all of them,
+and :meth:`Dataset.batches` walks the whole set in batches: analyses evaluate on the whole given data unless
+asked for a subset.
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
 
-from .backend import DeviceLike, resolve_device
+from ..backend import DeviceLike, resolve_device
 
 
 @dataclass
@@ -41,6 +45,12 @@ class Dataset:
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
+
+    def __repr__(self) -> str:
+        dt = lambda t: str(t.dtype).replace("torch.", "")  # noqa: E731
+        classes = f", {self.num_classes} classes" if self.num_classes else ""
+        return (f"Dataset({self.name!r}: {len(self)} examples, X {tuple(self.X.shape)} {dt(self.X)}, "
+                f"y {tuple(self.y.shape)} {dt(self.y)}{classes})")
 
     def to(self, device: DeviceLike) -> "Dataset":
         dev = resolve_device(device)
@@ -83,7 +93,15 @@ def as_dataset(data: Any, name: str = "data") -> Dataset:
     if isinstance(data, Dataset):
         return data
     if data is None:
-        raise ValueError(f"{name} is None; pass a Dataset, an (X, y) pair or a DataLoader")
+        raise ValueError(f"{name} is None; pass a Dataset, an (X, y) pair, a DataLoader or a data spec")
+    if isinstance(data, (str, os.PathLike)):
+        from .load import load
+
+        return load(data, name=name)
+    if isinstance(data, Mapping) and ("input_ids" in data or {"X", "y"} <= set(data)):
+        from .load import from_arrays
+
+        return from_arrays(dict(data), name=name)
     if isinstance(data, torch.utils.data.TensorDataset):
         if len(data.tensors) < 2:
             raise ValueError(f"{name}: a TensorDataset needs (inputs, targets) tensors")
