@@ -111,4 +111,8 @@ def fit(forward: Callable[[torch.Tensor], torch.Tensor], params: Sequence[torch.
                 on_epoch(row)
             rows.append(row)
             epoch += 1
+    bad = [i for i, p in enumerate(params) if not bool(torch.isfinite(p.detach()).all())]
+    if bad:  # the last step can diverge after a finite loss
+        raise FloatingPointError(f"{desc}: the weights became NaN or infinite after step {step} of {steps} (epoch "
+                                 f"{epoch}); lower lr={lr}")
     return rows

@@ -19,11 +19,26 @@ import torch.nn as nn
 from .data import Dataset, as_dataset
 
 __all__ = ["as_model", "check_finite_weights", "check_has_head", "expected_input", "probe", "positive", "fraction",
-           "choice", "InputError"]
+           "choice", "InputError", "InvariantError", "check_invariant"]
 
 
 class InputError(ValueError):
     """A model, data set or argument the analysis cannot use, with what to do about it."""
+
+
+class InvariantError(RuntimeError):
+    """A check that every correct result passes failed: the answer would be wrong, so none is given."""
+
+
+INVARIANT_RTOL = 1e-4
+
+
+def check_invariant(got: float, want: float, what: str, *, rtol: float = INVARIANT_RTOL, atol: float = 1e-6,
+                    hint: str = "") -> None:
+    """Raise :class:`InvariantError` when ``got`` and ``want`` (which must agree) differ beyond the tolerance."""
+    if not (abs(got - want) <= atol + rtol * abs(want)):
+        raise InvariantError(f"{what}: {got!r} where {want!r} was expected (relative tolerance {rtol:g})"
+                             + (f"; {hint}" if hint else ""))
 
 
 def check_finite_weights(model: nn.Module, name: str = "model") -> None:
@@ -120,8 +135,8 @@ def probe(model: nn.Module, data: Any, *, loss_fn: Optional[Callable] = None, na
         except Exception as exc:
             raise InputError(f"the loss {name_of(fn)} cannot compare the model's output of shape {tuple(out.shape)} "
                              f"with the targets of {name} of shape {tuple(yb.shape)} ({type(exc).__name__}: "
-                             f"{str(exc).strip()[:200]}); pass loss_fn= that fits, or targets of the right "
-                             "kind") from exc
+                             f"{str(exc).strip()[:200]}); {name} has {_describe(ds)} and the model expects "
+                             f"{expected_input(model)}: pass loss_fn= that fits, or data of the right shape") from exc
         if not bool(torch.isfinite(loss).all()):
             raise InputError(f"the loss of {type(model).__name__} on the first examples of {name} is "
                              f"{float(loss)}; check the model's weights and the data's values")

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tests.inputs.nets import ResidualCNN
+from tests.inputs import build
 from workbench import data as wdata
 from workbench import intrinsic_dimension as idim
 from workbench import landscape, models, spectra
@@ -17,31 +17,9 @@ from workbench.validation import InputError
 transformers = pytest.importorskip("transformers")
 
 
-def _tokens(n=24, length=10, vocab=50, seed=0, pad_every=3):
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(1, vocab, (n, length))
-    mask = np.ones_like(ids)
-    if pad_every:
-        mask[::pad_every, length // 2:] = 0
-    ids[mask == 0] = 0
-    return ids, mask
-
-
 @pytest.fixture(scope="module")
 def hf(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hf")
-    torch.manual_seed(0)
-    bert = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                   intermediate_size=32, num_labels=3, max_position_embeddings=32)
-    transformers.BertForSequenceClassification(bert).save_pretrained(root / "bert")
-    gpt = transformers.GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=32, bos_token_id=1,
-                                  eos_token_id=2, pad_token_id=0)
-    transformers.GPT2LMHeadModel(gpt).save_pretrained(root / "gpt2")
-    ids, mask = _tokens()
-    np.savez(root / "val.npz", input_ids=ids, attention_mask=mask, labels=np.arange(len(ids)) % 3)
-    full, _ = _tokens(pad_every=0, seed=1)
-    np.savez(root / "lm.npz", input_ids=full)
-    return root
+    return build.hf_folders(tmp_path_factory.mktemp("hf"))
 
 
 def test_hugging_face_folder_keeps_its_own_layer_names(hf):
@@ -72,7 +50,7 @@ def test_token_data_and_the_loss_of_a_classifier(hf):
 
 def test_padding_never_counts_in_representations(hf):
     m = models.load(hf / "bert")
-    ids, _ = _tokens(n=12, length=6, pad_every=0, seed=3)
+    ids, _ = build.tokens(n=12, length=6, pad_every=0, seed=3)
     short = wdata.from_arrays({"input_ids": ids, "labels": np.zeros(12, dtype=int)})
     padded_ids = np.concatenate([ids, np.zeros((12, 4), dtype=ids.dtype)], 1)
     padded_mask = np.concatenate([np.ones_like(ids), np.zeros((12, 4), dtype=ids.dtype)], 1)
@@ -103,7 +81,7 @@ def test_a_bare_encoder_has_no_loss(tmp_path):
     transformers.BertModel(cfg).save_pretrained(tmp_path / "enc")
     enc = models.load(tmp_path / "enc")
     assert not enc.has_head
-    ids, mask = _tokens(n=6)
+    ids, mask = build.tokens(n=6)
     ds = wdata.from_arrays({"input_ids": ids, "attention_mask": mask, "labels": np.zeros(6, int)})
     with pytest.raises(InputError, match="bare encoder"):
         models.evaluate(enc, ds)
@@ -114,22 +92,8 @@ def test_a_bare_encoder_has_no_loss(tmp_path):
 
 @pytest.fixture(scope="module")
 def cnn_files(tmp_path_factory):
-    from safetensors.torch import save_file
-
     root = tmp_path_factory.mktemp("cnn")
-    torch.manual_seed(0)
-    net = ResidualCNN()
-    with torch.no_grad():  # BatchNorm statistics other than the defaults
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(root / "w.safetensors"))
-    torch.save(net.state_dict(), root / "w.pt")
-    torch.save(net, root / "whole.pt")
-    torch.jit.script(net).save(str(root / "scripted.pt"))
-    torch.save(ResidualCNN(width=4).state_dict(), root / "narrow.pt")
-    return net, root
+    return build.cnn_files(root), root
 
 
 def test_import_path_with_weights(cnn_files):
@@ -170,16 +134,7 @@ def test_pickled_and_torchscript_modules(cnn_files):
 
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(["cat", "dog", "eel", "fox"]):
-        (root / name).mkdir()
-        for i in range(5):
-            pixels = np.clip(rng.normal(60 * c, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
+    return build.image_folder(tmp_path_factory.mktemp("images"))
 
 
 def test_image_folder_is_read_resized_and_normalised(image_folder, cnn_files):
@@ -226,10 +181,7 @@ def test_npz_csv_import_path_and_splits(tmp_path):
 
 
 def test_edge_list_with_string_ids_keeps_them(tmp_path):
-    karate = nx.karate_club_graph()
-    names = {i: f"member-{i:02d}" for i in karate.nodes()}
-    lines = ["source\ttarget"] + [f"{names[u]}\t{names[v]}" for u, v in karate.edges()]
-    (tmp_path / "club.tsv").write_text("\n".join(lines) + "\n")
+    karate, names = build.string_id_edges(tmp_path / "club.tsv")
     g = tp.load_graph(tmp_path / "club.tsv")
     assert g.num_nodes == 34 and g.num_edges == 78 and set(g.labels) == set(names.values())
     tc = tp.concentration(tp.EdgeSplit(train=g.edges, val=np.zeros((0, 2), int), test=np.zeros((0, 2), int),
@@ -265,3 +217,13 @@ def test_specs_are_taken_wherever_models_and_data_are(cnn_files, image_folder, t
     res = connectivity.barrier(root / "whole.pt", tmp_path / "b.pt", wdata.load(image_folder, image_size=12),
                                points=3, refine=0, bn="interpolate", progress=False)
     assert res.curve["alpha"].tolist()[0] == 0.0
+
+
+def test_worst_nodes_are_the_lowest_performance_with_their_ids(tmp_path):
+    build.string_id_edges(tmp_path / "club.tsv")
+    report = tp.analyze(tmp_path / "club.tsv", k=1, epochs=2, seed=0, progress=False)
+    worst = report.worst_nodes(5, target="hits@10")
+    ev = report.nodes[report.nodes["n_test"].notna()]
+    assert len(worst) == min(5, len(ev)) and worst["hits@10"].is_monotonic_increasing
+    assert worst["hits@10"].iloc[-1] <= ev["hits@10"].drop(worst.index).min()
+    assert all(v.startswith("member-") for v in worst["node_id"])

@@ -18,7 +18,7 @@ from ..batchnorm import has_batchnorm
 from ..paths import BN_MODES, VARIANTS, PathEvaluator, barrier_argmax, barrier_variants, peak_indices
 from ..progress import Progress, ProgressLike
 from ..results import Result
-from ..validation import as_model, probe
+from ..validation import as_model, check_invariant, probe
 
 __all__ = ["BarrierResult", "barrier", "summarize", "BN_MODES", "VARIANTS"]
 
@@ -108,6 +108,20 @@ def _refined(alphas: np.ndarray, curves: Sequence[np.ndarray], refine: int) -> L
     return sorted(new)
 
 
+def _check_endpoints(model_a: nn.Module, model_b: nn.Module, curve: pd.DataFrame, splits, *, loss_fn,
+                     batch_size: int, device) -> None:
+    """With stored statistics the path's ends are the two models: their losses must be the models' own."""
+    from ..models import evaluate
+
+    for name, ds in splits.items():
+        c = curve[curve["split"] == name].set_index("alpha")["loss"]
+        for end, model in ((0.0, model_a), (1.0, model_b)):
+            want = evaluate(model, ds, loss_fn=loss_fn, batch_size=batch_size, device=device)["loss"]
+            check_invariant(float(c.loc[end]), want, f"the path's loss at alpha={end:g} on split {name!r} is not "
+                            f"model_{'ab'[int(end)]}'s own loss",
+                            hint="the state dict does not carry everything the forward pass uses")
+
+
 def barrier(model_a: nn.Module, model_b: nn.Module, data: Any, *, loss_fn: Optional[Callable] = None,
             points: int = 25, bn: str = "reset", train_data: Any = None, refine: int = 6,
             variant: str = "max_minus_mean", split: str = "test", evaluate_train: bool = True,
@@ -144,6 +158,8 @@ def barrier(model_a: nn.Module, model_b: nn.Module, data: Any, *, loss_fn: Optio
         bar.set_total(bar.done + len(extra))
         rows += path.curve(extra, splits, on_point=bar.update)
     curve = pd.DataFrame(rows).sort_values(["split", "alpha"], kind="stable").reset_index(drop=True)
+    if path.endpoint_mode == "stored":
+        _check_endpoints(model_a, model_b, curve, splits, loss_fn=loss_fn, batch_size=batch_size, device=path.dev)
     settings = dict(points=points, refine=refine, bn=bn, variant=variant, split=split, device=str(path.dev),
                     bn_data=path.bn_data, batch_size=batch_size, data=test.name,
                     bn_endpoints=path.endpoint_mode, refined=[float(a) for a in extra],

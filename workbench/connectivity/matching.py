@@ -18,7 +18,7 @@ from ..data import as_dataset
 from ..paths import check_same_architecture
 from ..progress import Progress, ProgressLike
 from ..results import Result
-from ..validation import as_model
+from ..validation import as_model, probe
 from .permute import _index, permute
 from .spec import PermutationSpec, UnsupportedStructure
 from .tracing import example_input, permutation_spec, trace_outputs
@@ -304,6 +304,8 @@ def align(model_a: nn.Module, model_b: nn.Module, data: Any = None, *, method: s
     """
     model_a, model_b = as_model(model_a, name="model_a"), as_model(model_b, name="model_b")
     check_same_architecture(model_a, model_b)
+    if data is not None:
+        data = probe(model_a, data, name="data")
     dev = resolve_device(device)
     if spec is None:
         spec = permutation_spec(model_a, data)

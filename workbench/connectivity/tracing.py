@@ -258,6 +258,9 @@ class ChannelTracer(TorchFunctionMode):
         if lab is None:
             self.fail(f"{name} of a tensor derived from a parameter")
         g, blk = lab
+        if self.uf.find(g) == self.uf.find(INPUT):  # the model's input is never permuted: any reshape of it
+            self.label(out, g)
+            return
         if out.dim() == 2 and x.dim() > 2 and out.shape[0] == x.shape[0]:
             self.label(out, g, blk * int(np.prod(x.shape[2:])))
         elif out.dim() >= 2 and out.shape[:2] == x.shape[:2]:

@@ -367,7 +367,7 @@ def activations(model: nn.Module, data: Any, *, layers: Optional[Sequence[str]] 
     and the input (token ids) is not a representation, so it is left out.
     """
     model = as_model(model)
-    ds = probe(model, data, needs_loss=False)
+    ds = probe(model, data, needs_loss=getattr(model, "has_head", True))  # a bare encoder has no loss
     tokens = hasattr(model, "token_mask")
     include_input = include_input and not tokens
     if n is not None:

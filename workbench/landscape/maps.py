@@ -24,7 +24,7 @@ from ..paramspace import AffinePoints, evaluate_points, flatten
 from ..paths import check_same_architecture, interpolated_buffers
 from ..progress import Progress, ProgressLike
 from ..results import Result
-from ..validation import as_model
+from ..validation import as_model, check_invariant
 from .directions import random_directions
 
 __all__ = ["LandscapeResult", "plane", "line", "interpolate", "evaluate_at", "as_splits"]
@@ -184,6 +184,19 @@ def _evaluate_splits(model: nn.Module, thetas: torch.Tensor, splits: Dict[str, D
     return loss, acc
 
 
+def _check_model_point(model: nn.Module, splits: Dict[str, Dataset], loss: Dict[str, np.ndarray], index: Any, *,
+                       loss_fn, batch_size: int, device, what: str = "the model") -> None:
+    """The map's value at the model itself must be the model's own loss (with its stored statistics)."""
+    from ..models import evaluate
+
+    for name, ds in splits.items():
+        want = evaluate(model, ds, loss_fn=loss_fn, batch_size=batch_size, device=device)["loss"]
+        check_invariant(float(np.asarray(loss[name])[index]), want,
+                        f"the map's value at {what} on split {name!r} is not the model's own loss",
+                        hint="the flat parameter view does not reproduce the module (a parameter set outside "
+                             "named_parameters, or state the forward pass changes); please report the model")
+
+
 def _settings(model, splits, dev, **kw) -> Dict[str, Any]:
     s = dict(model=type(model).__name__, arch=getattr(model, "arch", None), device=describe(dev),
              splits={k: len(v) for k, v in splits.items()})
@@ -245,6 +258,9 @@ def plane(model: nn.Module, data: Any = None, *, loss_fn: Optional[Callable] = N
                                  vectorize=vectorize)
     loss = {k: v.reshape(len(y), len(x)) for k, v in loss.items()}
     acc = {k: v.reshape(len(y), len(x)) for k, v in acc.items()}
+    if info.get("bn", bn) != "reset":  # the centre is the model itself
+        _check_model_point(model, splits, loss, (len(y) // 2, len(x) // 2), loss_fn=loss_fn, batch_size=batch_size,
+                           device=dev)
     settings = _settings(model, splits, dev, kind="plane", steps=[len(x), len(y)], span=[float(sx), float(sy)],
                          norm=norm if directions is None else "given", ignore=ignore, seed=seed,
                          orthogonal=orthogonal, bn=info.get("bn", bn),
@@ -283,6 +299,9 @@ def line(model: nn.Module, data: Any = None, *, loss_fn: Optional[Callable] = No
     loss, acc = _evaluate_splits(model, thetas, splits, loss_fn, bn=bn, train_data=train_data,
                                  batch_size=batch_size, chunk=chunk, device=dev, progress=progress, info=info,
                                  vectorize=vectorize)
+    if info.get("bn", bn) != "reset":
+        _check_model_point(model, splits, loss, int(np.argmin(np.abs(x))), loss_fn=loss_fn, batch_size=batch_size,
+                           device=dev)
     settings = _settings(model, splits, dev, kind="line", steps=len(x), span=[lo, hi],
                          norm=norm if direction is None else "given", ignore=ignore, seed=seed,
                          bn=info.get("bn", bn), bn_data=_bn_data(splits, train_data, info.get("bn", bn)),
@@ -324,6 +343,11 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, data: Any = None, *, los
                                  train_data=train_data,
                                  batch_size=batch_size, chunk=chunk, device=dev, progress=progress, buffers=buffers,
                                  info=info, vectorize=vectorize)
+    if bn != "reset" or not has_bn:  # the ends are the two models themselves
+        for end, model in ((0.0, model_a), (1.0, model_b)):
+            if lo <= end <= hi:
+                _check_model_point(model, splits, loss, int(np.argmin(np.abs(a - end))), loss_fn=loss_fn,
+                                   batch_size=batch_size, device=dev, what=f"alpha={end:g}")
     settings = _settings(model_a, splits, dev, kind="interpolation", steps=len(a), span=[lo, hi],
                          bn=bn if has_bn else "none", bn_data=_bn_data(splits, train_data, bn if has_bn else "none"),
                          batch_size=batch_size, chunk=info.get("chunk"),

@@ -14,8 +14,8 @@ from ..lazy import figures_on_demand
 from ..paths import signed_mc
 from .cka import linear_cka, output_cka, outputs
 from .map import DEFAULT_DENSITIES, analyze, estimate_cost, mode_connectivity
-from .masks import (PruneResult, apply_mask, density_of, from_torch_prune, layer_densities, magnitude_mask,
-                    prunable_parameters, prune, to_torch_prune)
+from .masks import (PruneResult, PruningWarning, apply_mask, density_of, from_torch_prune, layer_densities,
+                    magnitude_mask, prunable_parameters, prune, to_torch_prune)
 from .regime import REGIMES, RegimeMapResult, classify_regimes
 from .retrain import (BaselineResult, IterativePruneResult, compare_baselines, finetune, iterative_prune, reinitialize,
                       scratch, scratch_b_factor)
@@ -23,7 +23,7 @@ from .retrain import (BaselineResult, IterativePruneResult, compare_baselines, f
 __all__ = [
     "analyze", "estimate_cost", "DEFAULT_DENSITIES", "classify_regimes", "RegimeMapResult", "REGIMES",
     "prune", "magnitude_mask", "apply_mask", "density_of", "layer_densities", "prunable_parameters",
-    "to_torch_prune", "from_torch_prune", "PruneResult",
+    "to_torch_prune", "from_torch_prune", "PruneResult", "PruningWarning",
     "finetune", "scratch", "scratch_b_factor", "reinitialize", "iterative_prune", "IterativePruneResult",
     "compare_baselines", "BaselineResult",
     "linear_cka", "output_cka", "outputs", "signed_mc", "mode_connectivity",

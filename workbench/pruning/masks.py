@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -92,20 +94,46 @@ def _top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def magnitude_mask(model: nn.Module, density: float, *, scope: str = "layer",
-                   parameters: Optional[Sequence[str]] = None, current: Optional[Mask] = None) -> Mask:
+                   parameters: Optional[Sequence[str]] = None, current: Optional[Mask] = None,
+                   min_layer_density: Optional[float] = None) -> Mask:
     """The magnitude-pruning mask of ``model`` at ``density`` (fraction kept), without touching the model.
 
     ``current`` (an existing mask) restricts the choice to weights that are still alive, as in iterative
     pruning: the new mask keeps ``density`` of all the original weights, a subset of ``current``.
+
+    ``scope="global"`` can empty whole layers (a network whose output is then constant).  A warning names
+    every layer left below ``EMPTY_LAYER`` of its weights; ``min_layer_density`` keeps at least that fraction
+    of every layer (its largest weights) and spends the rest of the budget globally, so the total is still
+    exactly ``density``.
     """
     density = _check_density(density)
     if scope not in ("layer", "global"):
         raise ValueError(f"scope={scope!r}; choose 'layer' (uniform per layer) or 'global'")
+    if min_layer_density is not None and not 0 < float(min_layer_density) <= density:
+        raise ValueError(f"min_layer_density={min_layer_density} must be in (0, density={density}]: the floor "
+                         "every layer keeps cannot exceed the overall fraction")
     named = dict(model.named_parameters())
     names = list(parameters) if parameters is not None else prunable_parameters(model)
     missing = [n for n in names if n not in named]
     if missing:
         raise ValueError(f"parameters names weights the model lacks: {missing[:5]}")
+    bad = [n for n in names if not bool(torch.isfinite(named[n].detach()).all())]
+    if bad:
+        raise ValueError(f"parameters {bad[:5]} hold NaN or infinite weights; magnitude pruning cannot rank them "
+                         "(fix or reload those weights first)")
+    scores = _scores(named, names, current)
+    if scope == "layer":
+        return {n: _top_k_mask(s, max(1, int(round(density * s.numel())))) for n, s in scores.items()}
+    mask = _global_mask(scores, density, min_layer_density)
+    _warn_empty(mask, min_layer_density)
+    return mask
+
+
+EMPTY_LAYER = 0.01  # a layer keeping less than this fraction of its weights is reported as (nearly) emptied
+
+
+def _scores(named, names, current) -> Dict[str, torch.Tensor]:
+    """Magnitudes to rank by; weights already pruned by ``current`` rank last."""
     scores = {}
     for n in names:
         s = named[n].detach().abs().float().cpu()
@@ -113,20 +141,46 @@ def magnitude_mask(model: nn.Module, density: float, *, scope: str = "layer",
             alive = current[n].detach().float().cpu()
             s = torch.where(alive > 0, s, torch.full_like(s, -1.0))  # dead weights rank last
         scores[n] = s
-    mask: Mask = {}
-    if scope == "layer":
-        for n, s in scores.items():
-            k = max(1, int(round(density * s.numel())))
-            mask[n] = _top_k_mask(s, k)
-    else:
-        flat = torch.cat([s.flatten() for s in scores.values()])
-        k = max(1, int(round(density * flat.numel())))
-        keep = _top_k_mask(flat, k)
+    return scores
+
+
+def _global_mask(scores: Dict[str, torch.Tensor], density: float, floor: Optional[float]) -> Mask:
+    """One magnitude threshold across layers, after each layer's floor (its top ``floor`` share) is kept."""
+    flat = torch.cat([s.flatten() for s in scores.values()])
+    k = max(1, int(round(density * flat.numel())))
+    reserved = torch.zeros_like(flat)
+    if floor is not None:
         start = 0
-        for n, s in scores.items():
-            mask[n] = keep[start:start + s.numel()].view_as(s).clone()
+        for s in scores.values():
+            m = max(1, int(math.ceil(float(floor) * s.numel())))
+            reserved[start:start + s.numel()] = _top_k_mask(s.flatten(), m)
             start += s.numel()
+    rest = k - int(reserved.sum())
+    if rest < 0:
+        raise ValueError(f"min_layer_density={floor} keeps {int(reserved.sum())} weights, more than density={density} "
+                         f"allows ({k}); lower min_layer_density")
+    # the remaining budget by magnitude among the weights not reserved
+    keep = reserved + _top_k_mask(torch.where(reserved > 0, torch.full_like(flat, -2.0), flat), rest) * (1 - reserved) \
+        if rest > 0 else reserved
+    mask, start = {}, 0
+    for n, s in scores.items():
+        mask[n] = keep[start:start + s.numel()].view_as(s).clone()
+        start += s.numel()
     return mask
+
+
+def _warn_empty(mask: Mask, floor: Optional[float]) -> None:
+    thin = {n: float(m.mean()) for n, m in mask.items() if float(m.mean()) < EMPTY_LAYER}
+    if thin:
+        listed = ", ".join(f"{n} ({d:.2%})" for n, d in list(thin.items())[:6])
+        warnings.warn(f"global magnitude pruning left {len(thin)} layer(s) with less than {EMPTY_LAYER:.0%} of "
+                      f"their weights: {listed}{' ...' if len(thin) > 6 else ''}; an emptied layer makes the output "
+                      "constant. Pass min_layer_density= (a floor per layer) or scope='layer'", PruningWarning,
+                      stacklevel=3)
+
+
+class PruningWarning(UserWarning):
+    """Magnitude pruning left layers (nearly) empty."""
 
 
 def apply_mask(model: nn.Module, mask: Mask) -> nn.Module:
@@ -144,7 +198,7 @@ def apply_mask(model: nn.Module, mask: Mask) -> nn.Module:
 
 
 def prune(model: nn.Module, density: float, *, scope: str = "layer", parameters: Optional[Sequence[str]] = None,
-          copy_model: bool = True) -> PruneResult:
+          min_layer_density: Optional[float] = None, copy_model: bool = True) -> PruneResult:
     """One-shot magnitude pruning: keep the largest ``density`` fraction of weights.
 
     Returns a :class:`PruneResult`: ``.mask`` and ``.model_``, a pruned copy unless ``copy_model=False``
@@ -153,9 +207,10 @@ def prune(model: nn.Module, density: float, *, scope: str = "layer", parameters:
     with :func:`to_torch_prune`.
     """
     target = copy.deepcopy(model) if copy_model else model
-    mask = magnitude_mask(target, density, scope=scope, parameters=parameters)
+    mask = magnitude_mask(target, density, scope=scope, parameters=parameters, min_layer_density=min_layer_density)
     apply_mask(target, mask)
-    res = PruneResult(settings=dict(density=float(density), scope=scope, parameters=list(mask)), mask=mask)
+    res = PruneResult(settings=dict(density=float(density), scope=scope, parameters=list(mask),
+                                    min_layer_density=min_layer_density), mask=mask)
     res.model_ = target
     return res
 

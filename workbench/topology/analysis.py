@@ -42,6 +42,16 @@ class TopologyReport(Result):
     def performance_columns(self) -> list:
         return [c for c in self.nodes.columns if "@" in c or c == "mrr"]
 
+    def worst_nodes(self, n: int = 10, *, target: str = "hits@10") -> pd.DataFrame:
+        """The ``n`` evaluated test nodes with the lowest ``target`` (ties: lowest Test-TC first), with their
+        ids, TC and degrees: the nodes the link predictor serves worst."""
+        ev = self.nodes[self.nodes["n_test"].notna()]
+        if target not in ev.columns:
+            raise ValueError(f"target={target!r}; choose one of {self.performance_columns}")
+        cols = [c for c in ("node_id", target, "tc_train", "tc_test", "degree_train", "degree_test", "n_test")
+                if c in ev.columns]
+        return ev.sort_values([target, "tc_test"])[cols].head(int(n))
+
 
 def _split(graph: Any, data: Any, val: float, test: float, seed: int) -> EdgeSplit:
     """The edge split to analyse: ``graph`` itself (an :class:`EdgeSplit`), ``graph``'s edges as training
