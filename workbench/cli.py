@@ -107,14 +107,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         res = report(args.notebooks or None, out=args.out, parameters=params, small=args.small,
                      show_code=args.show_code, executor=client or args.executor, max_workers=args.workers,
-                     title=args.title, notebooks_dir=args.notebooks_dir)
-    except (ValueError, FileNotFoundError) as exc:
+                     title=args.title, notebooks_dir=args.notebooks_dir, resume=not args.fresh)
+    except (ValueError, OSError) as exc:
         return _fail("report", exc)
     finally:
         if client is not None:
             client.close()
     for run in res.runs:
-        status = "ok" if run["status"] == "ok" else f"FAILED ({run['error']})"
+        status = ("ok (kept)" if run.get("resumed") else "ok") if run["status"] == "ok" else \
+            f"FAILED ({run['error']})"
         print(f"{run['notebook']:24s} {status:10s} {run['seconds']:7.1f} s  {run['html']}")
     print(f"index: {res.index}")
     return 0 if res.ok else 1
@@ -159,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the reports on a Dask cluster (e.g. tcp://127.0.0.1:8786); the workers must "
                         "see the notebooks and --out at the same paths")
     p.add_argument("--title", default="Workbench report")
+    p.add_argument("--fresh", action="store_true",
+                   help="run every notebook again (by default a notebook already run into --out with the same "
+                        "parameters and source is kept)")
     p.set_defaults(fn=cmd_report)
     p = sub.add_parser("lab", parents=[where], help="open JupyterLab on the notebooks")
     p.add_argument("--port", type=int, default=None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import hashlib
 import html
 import json
 import logging
@@ -207,7 +208,7 @@ def _quiet_papermill_inference() -> None:
 
 
 def run_one(notebook: str, out: str, parameters: Dict[str, Any], small: bool = False, show_code: bool = False,
-            kernel: str = "python3", notebooks_dir: Optional[str] = None) -> Dict[str, Any]:
+            kernel: str = "python3", notebooks_dir: Optional[str] = None, **_key: Any) -> Dict[str, Any]:
     """Execute one notebook and convert it; returns a status record (never raises on a failing notebook)."""
     import papermill as pm
 
@@ -275,6 +276,23 @@ def _index_page(runs: List[Dict[str, Any]], title: str) -> str:
             + "".join(rows) + "</table></body></html>")
 
 
+def _forget_unusable(store, cells: List[Dict[str, Any]], out: Path) -> None:
+    """Drop stored runs that failed or whose files are gone, so they run again."""
+    from . import sweep
+
+    for cell in cells:
+        key = sweep.cell_key(cell)
+        if key not in store:
+            continue
+        try:
+            record = store.read(key)["value"]
+            usable = record.get("status") == "ok" and record.get("html") and (out / record["html"]).exists()
+        except Exception:
+            usable = False
+        if not usable:
+            store.file(key).unlink(missing_ok=True)
+
+
 def _importable_here() -> None:
     """Let the notebooks' kernels import the caller's own modules (import-path specs such as ``mynets:Net``)."""
     here = os.getcwd()
@@ -286,13 +304,17 @@ def _importable_here() -> None:
 def report(names: Optional[Sequence[str]] = None, *, out: PathLike = "report",
            parameters: Optional[Mapping[str, Any]] = None, small: bool = False, show_code: bool = False,
            executor: Any = None, max_workers: Optional[int] = None, progress: ProgressLike = True,
-           title: str = "Workbench report", notebooks_dir: Optional[PathLike] = None) -> ReportResult:
+           title: str = "Workbench report", notebooks_dir: Optional[PathLike] = None,
+           resume: bool = True) -> ReportResult:
     """Run the named notebooks (all by default) into ``out/`` as executed notebooks and HTML, plus an index.
 
     ``parameters``: ``{"key": v}`` for every notebook that has ``key``, ``{"notebook.key": v}`` or
     ``{"notebook": {...}}`` for one.  ``small=True`` starts from each notebook's CI parameters.
     ``notebooks_dir``: where the notebooks are (see :func:`notebook_dir`).  With a Dask client, ``out``
-    and the notebooks must be at the same paths on the workers.
+    and the notebooks must be at the same paths on the workers.  Parameters are checked and ``out`` must be
+    writable, with disk space, before any notebook runs.  With ``resume`` (default) a notebook that already
+    ran to the end into ``out`` with the same parameters and the same notebook source is not run again
+    (an interrupted report picks up where it stopped); ``resume=False`` runs everything.
     """
     from . import sweep
 
@@ -309,17 +331,20 @@ def report(names: Optional[Sequence[str]] = None, *, out: PathLike = "report",
         base = ci_parameters(available[n]) if small else {}
         validate(n, {**base, **per[n]}, known)
     _importable_here()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = sweep.ensure_writable(out, what="--out")
     cells = [dict(notebook=n, out=str(out), parameters=per[n], small=small, show_code=show_code,
-                  notebooks_dir=nbdir)
+                  notebooks_dir=nbdir, source=hashlib.sha1(available[n].read_bytes()).hexdigest()[:16])
              for n in names]
-    res = sweep.run(run_one, cells, executor=executor, max_workers=max_workers, progress=progress,
-                    on_error="skip")
+    store = sweep.Store(out / ".runs") if resume else None
+    if store is not None:
+        _forget_unusable(store, cells, out)
+    res = sweep.run(run_one, cells, store=store, executor=executor, max_workers=max_workers, progress=progress,
+                    on_error="skip", recompute=not resume)
+    loaded = set(res.loaded)
     runs = []
     for cell in cells:
         if cell in res:
-            runs.append(res[cell])
+            runs.append(dict(res[cell], resumed=sweep.cell_key(cell) in loaded))
         else:
             err = res.errors.get(sweep.cell_key(cell)) if hasattr(res, "errors") else None
             runs.append({"notebook": cell["notebook"], "parameters": cell["parameters"], "ipynb": "", "html": "",

@@ -42,8 +42,8 @@ import pandas as pd
 
 from .progress import Cancelled, Progress, ProgressLike
 
-__all__ = ["grid", "cell_key", "fingerprint", "Store", "SweepResult", "SweepError", "CostEstimate", "run",
-           "estimate_cost"]
+__all__ = ["grid", "cell_key", "fingerprint", "ensure_writable", "Store", "SweepResult", "SweepError", "CostEstimate",
+           "run", "estimate_cost"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -141,6 +141,30 @@ def fingerprint(*objs: Any) -> str:
 # --------------------------------------------------------------------------------------------
 # the on-disk store
 # --------------------------------------------------------------------------------------------
+MIN_FREE_BYTES = 64 << 20  # a store or a report refuses to start on a disk with less free space
+
+
+def ensure_writable(directory: PathLike, *, what: str = "directory", need: int = MIN_FREE_BYTES) -> Path:
+    """Create ``directory`` if needed and check, before any work, that files can be written there and that
+    the disk has at least ``need`` bytes free; a ``OSError`` names the directory and the fix otherwise."""
+    import shutil
+
+    path = Path(directory).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(f"{what} {str(path)!r} is not writable ({type(exc).__name__}: {exc}); pass a folder you can "
+                      "write to") from exc
+    free = shutil.disk_usage(path).free
+    if free < need:
+        raise OSError(f"{what} {str(path)!r} is on a disk with {free / 2**20:.0f} MiB free, less than the "
+                      f"{need / 2**20:.0f} MiB this needs; free some space or pass a folder on another disk")
+    return path
+
+
 class Store:
     """A directory of finished cells, one ``<key>.pkl`` file each, written atomically.
 
@@ -155,7 +179,7 @@ class Store:
     def __init__(self, path: PathLike, *, create: bool = True):
         self.path = Path(path)
         if create:
-            self.path.mkdir(parents=True, exist_ok=True)
+            ensure_writable(self.path, what="store")
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r}, {len(self)} cells)"
