@@ -174,8 +174,10 @@ def test_the_ends_of_a_path_are_the_two_models(monkeypatch):
     from workbench import paths
 
     real = paths.interpolate_state
-    monkeypatch.setattr(paths, "interpolate_state",
-                        lambda sa, sb, alpha, keys=None: {k: v + 0.05 for k, v in real(sa, sb, alpha, keys=keys).items()})
+    def shifted(sa, sb, alpha, keys=None):  # every state on the path moved a little
+        return {k: v + 0.05 for k, v in real(sa, sb, alpha, keys=keys).items()}
+
+    monkeypatch.setattr(paths, "interpolate_state", shifted)
     with pytest.raises(InvariantError, match="alpha=0 on split 'test' is not model_a's own loss"):
         lmc.barrier(a, b, _data(), points=3, refine=0, bn="interpolate", progress=False)
 
