@@ -46,7 +46,7 @@ def _call(name, digits_small):
         return _mlp(), test, dict(train_data=train, values=[1], densities=[0.5], retrain_epochs=1, points=3,
                                   refine=0, threads=1)
     if name == "intrinsic_dimension":
-        return _mlp, test, dict(train_data=train, method="grid", dims=[4], seeds=1, epochs=1, baseline=0.1,
+        return _mlp, test, dict(train_data=train, method="grid", dims=[4], seeds=1, epochs=1, baseline=0.5,
                                 bootstrap=10, cache=False)
     from workbench import topology
 

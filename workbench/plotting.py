@@ -42,12 +42,10 @@ REPORT_RENDERER = "workbench_offline"
 pio.renderers[REPORT_RENDERER] = OfflineNotebookRenderer()
 
 
-def use_report_renderer(renderer: str | None = None) -> str:
+def use_report_renderer(renderer: str | None = None) -> None:
     """Make ``fig.show()`` emit HTML that nbconvert keeps, with plotly.js embedded (works offline).
 
     The default is :class:`OfflineNotebookRenderer` (``"workbench_offline"``); ``$WORKBENCH_PLOTLY_RENDERER``
     overrides it (``"notebook_connected"`` gives smaller files that load plotly.js from a CDN).
     """
-    name = renderer or os.environ.get("WORKBENCH_PLOTLY_RENDERER", REPORT_RENDERER)
-    pio.renderers.default = name
-    return name
+    pio.renderers.default = renderer or os.environ.get("WORKBENCH_PLOTLY_RENDERER", REPORT_RENDERER)

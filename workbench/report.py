@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import difflib
 import hashlib
-import html
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import pandas as pd
 
+from .pages import index_page, summary_of, to_html
 from .parameters import Declaration, resolve_path, split_help
 from .parameters import check as check_parameter
 from .progress import ProgressLike
@@ -152,45 +152,6 @@ def split_parameters(params: Mapping[str, Any], names: Sequence[str],
     return per
 
 
-WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-
-# JupyterLab's page without the scripts it loads from a CDN (require.js, MathJax): a report needs
-# neither (plotly.js is embedded by the notebooks' renderer) and must not reach the network.
-_REPORT_TEMPLATE = """{%- extends 'index.html.j2' -%}
-{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
-{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
-"""
-
-
-def _drop_widget_state(nb) -> None:
-    """Remove live-widget outputs and their saved state: they cannot run in a static page, and the
-    state of plotly FigureWidgets carries a multi-megabyte script per figure."""
-    nb.metadata.pop("widgets", None)
-    for cell in nb.cells:
-        if cell.get("cell_type") == "code":
-            cell["outputs"] = [o for o in cell.get("outputs", []) if WIDGET_MIME not in o.get("data", {})]
-
-
-def to_html(executed: PathLike, target: PathLike, *, show_code: bool = False, title: str = "") -> Path:
-    """Convert an executed notebook to standalone HTML (code hidden unless ``show_code``)."""
-    import nbformat
-    from jinja2 import DictLoader
-    from nbconvert import HTMLExporter
-
-    nb = nbformat.read(str(executed), as_version=4)
-    _drop_widget_state(nb)
-    exporter = HTMLExporter(template_name="lab", template_file="workbench_report.html.j2",
-                            extra_loaders=[DictLoader({"workbench_report.html.j2": _REPORT_TEMPLATE})],
-                            exclude_input=not show_code, exclude_input_prompt=True,
-                            exclude_output_prompt=True)
-    if title:
-        nb.metadata["title"] = title
-    body, _ = exporter.from_notebook_node(nb)
-    target = Path(target)
-    target.write_text(body, encoding="utf-8")
-    return target
-
-
 class _PapermillInferenceFilter(logging.Filter):
     """Drop papermill's parameter-inference warnings.  Parameters are validated here already (with
     Python's own parser, so a ``# help`` comment holding ``=`` is fine), where papermill's line-based
@@ -232,9 +193,10 @@ def run_one(notebook: str, out: str, parameters: Dict[str, Any], small: bool = F
         import nbformat
 
         nb = nbformat.read(str(executed), as_version=4)
-        nb.metadata.pop("widgets", None)  # see _drop_widget_state
+        nb.metadata.pop("widgets", None)  # live widget state: megabytes of script per figure, no use offline
         nbformat.write(nb, str(executed))
-        to_html(executed, outdir / record["html"], show_code=show_code, title=notebook)
+        record.update(summary_of(nb))
+        to_html(executed, outdir / record["html"], show_code=show_code, title=record["title"] or notebook)
     else:
         record["html"] = ""
     record["seconds"] = round(time.perf_counter() - start, 2)
@@ -256,24 +218,6 @@ class ReportResult(Result):
     @property
     def ok(self) -> bool:
         return all(r["status"] == "ok" for r in self.runs)
-
-
-def _index_page(runs: List[Dict[str, Any]], title: str) -> str:
-    rows = []
-    for r in runs:
-        link = f"<a href='{html.escape(r['html'])}'>{html.escape(r['notebook'])}</a>" if r["html"] else \
-            html.escape(r["notebook"])
-        params = ", ".join(f"{k}={v!r}" for k, v in r["parameters"].items()) or "defaults"
-        status = "ok" if r["status"] == "ok" else f"<b style='color:#b00020'>failed</b>: {html.escape(r['error'])}"
-        rows.append(f"<tr><td>{link}</td><td>{status}</td><td>{r['seconds']:.1f} s</td>"
-                    f"<td><code>{html.escape(params)}</code></td>"
-                    f"<td><a href='{html.escape(r['ipynb'])}'>notebook</a></td></tr>")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;text-align:left;"
-            "border-bottom:1px solid #ddd}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1><p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>"
-            "<table><tr><th>report</th><th>status</th><th>time</th><th>parameters</th><th>source</th></tr>"
-            + "".join(rows) + "</table></body></html>")
 
 
 def _forget_unusable(store, cells: List[Dict[str, Any]], out: Path) -> None:
@@ -350,6 +294,6 @@ def report(names: Optional[Sequence[str]] = None, *, out: PathLike = "report",
             runs.append({"notebook": cell["notebook"], "parameters": cell["parameters"], "ipynb": "", "html": "",
                          "status": "failed", "error": repr(err), "seconds": 0.0})
     index = out / "index.html"
-    index.write_text(_index_page(runs, title), encoding="utf-8")
+    index.write_text(index_page(runs, title), encoding="utf-8")
     return ReportResult(settings=dict(names=names, out=str(out), small=small, show_code=show_code,
                                       executor=str(executor), notebooks_dir=nbdir), runs=runs, index=str(index))

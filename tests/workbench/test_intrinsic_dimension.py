@@ -285,8 +285,8 @@ def test_baseline_cache_key_resolves_train_defaults(tmp_path, monkeypatch):
     # end to end: a changed default of models.train reruns the baseline instead of reusing it
     tr = _tiny()
     kw = dict(method="grid", dims=[50], seeds=[0], epochs=1, batch_size=100, grid_points=2, rounds=0,
-              baseline="full", baseline_kwargs=dict(batch_size=200), cache_dir=tmp_path, device="cpu", progress=False,
-              bootstrap=0)
+              baseline="full", baseline_kwargs=dict(batch_size=20, lr=0.2), cache_dir=tmp_path, device="cpu",
+              progress=False, bootstrap=0)
     first = I.analyze(_small_mlp, tr, **kw)
     assert not first.baseline_trials["cached"].any()
     assert first.settings["baseline_settings"]["epochs"] == train_defaults["epochs"]
@@ -464,3 +464,22 @@ def test_compare_reads_the_order_the_ratio_and_the_overlap():
     # the other one not reached: undecided
     u = mlp.compare(shuffled)
     assert not u["decided"] and u["lower"] is None and "undecided" in u["text"]
+
+
+def test_compare_with_one_seed_claims_no_interval():
+    one = I.SearchResult(settings={"d_max": 1000, "seeds": [0]}, d_int90=120.0, interval=(120, 120), reached=True)
+    mlp = _search_result(300, (250, 350))
+    c = one.compare(mlp, names=("CNN", "MLP"))
+    assert c["lower"] == "CNN" and c["overlap"] is None and "one seed: no interval" in c["text"]
+    f = I.comparison_findings({"mlp": mlp, "cnn": one})
+    assert len(f) == 1 and "not settled" in f[0].text
+
+
+def test_a_target_at_chance_level_is_refused():
+    # ten balanced classes: a constant prediction scores 0.1; a fixed target of 0.1 means nothing
+    X = torch.randn(100, 4)
+    y = torch.arange(100) % 10
+    assert I.search.chance_accuracy(data.Dataset(X, y)) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="most common class"):
+        I.analyze(torch.nn.Sequential(torch.nn.Linear(4, 10)), (X, y), baseline=0.1, threshold=0.9, seeds=1, d_max=4,
+                  cache=False, progress=False)

@@ -528,6 +528,10 @@ def test_pattern_reads_the_density_contrast_and_the_temperature_direction():
     r = reverse.pattern()
     assert r["density_contrast"] and not r["cold_more_poorly_connected"]
     assert "temperature direction of the paper does not show" in r["text"]
+    # a barrier at every temperature: no direction
+    everywhere = _map([["I", "II-B"]] * 3, [[-0.1, 0.0]] * 3)
+    assert not everywhere.pattern()["cold_more_poorly_connected"]
+    assert "no direction shows" in everywhere.pattern()["text"]
     # no barrier anywhere: neither reading
     flat = _map([["II-B", "II-B"]] * 3, [[0.0, 0.0]] * 3)
     assert not flat.pattern()["density_contrast"] and not flat.pattern()["cold_more_poorly_connected"]

@@ -15,6 +15,7 @@ from ..paths import (BN_MODES, VARIANTS, PathEvaluator, barrier_argmax, barrier_
                      interpolate_state, signed_mc)
 from .analysis import ConnectivityResult, analyze
 from .barrier import BarrierResult, barrier, summarize
+from .findings import seed_findings
 from .layerwise import LayerwiseResult, compare, default_groups, layerwise, merge, singular_alignment
 from .matching import AlignResult, activation_matching, align, check_function_preserved, weight_matching
 from .permute import permute, permute_state
@@ -26,7 +27,8 @@ __all__ = [
     "PermutationSpec", "UnsupportedStructure", "activation_matching", "align", "analyze", "barrier", "barrier_argmax",
     "barrier_variants", "check_function_preserved", "check_same_architecture", "compare", "default_groups",
     "example_input", "has_batchnorm", "interpolate_state", "layerwise", "merge", "permutation_spec", "permute",
-    "permute_state", "repair", "reset_bn", "signed_mc", "singular_alignment", "summarize", "weight_matching",
+    "permute_state", "repair", "reset_bn", "seed_findings",
+    "signed_mc", "singular_alignment", "summarize", "weight_matching",
 ]
 
 __getattr__ = figures_on_demand(__name__)

@@ -50,6 +50,12 @@ class ConnectivityResult(Result):
     def to_frame(self) -> pd.DataFrame:
         return self.table
 
+    def findings(self):
+        """The key numbers of the result, each with a sentence (:mod:`workbench.findings`)."""
+        from .findings import connectivity_findings
+
+        return connectivity_findings(self)
+
     def summary(self, metric: str = "loss") -> pd.DataFrame:
         """Barrier variants (columns) per model and split for one metric."""
         t = self.table[self.table["metric"] == metric]

@@ -8,6 +8,7 @@ of a stated baseline (:func:`analyze`).  Representation ID: :func:`twonn`, :func
 """
 from ..lazy import figures_on_demand
 from .estimators import IDEstimate, ProfileResult, activations, estimate, knn, mle, profile, twonn
+from .findings import comparison_findings
 from .projections import (DenseProjection, FastfoodProjection, Projection, SparseProjection, fwht, hadamard,
                           make_projection, next_pow2, projection_memory)
 from .search import SearchResult, analyze, bootstrap_dint
@@ -17,7 +18,7 @@ __all__ = [
     "DenseProjection", "FastfoodProjection", "Projection", "SparseProjection", "fwht", "hadamard",
     "make_projection", "next_pow2", "projection_memory",
     "SubspaceModel", "SubspaceResult", "num_parameters", "subspace_model", "subspace_train",
-    "SearchResult", "analyze", "bootstrap_dint",
+    "SearchResult", "analyze", "bootstrap_dint", "comparison_findings",
     "IDEstimate", "ProfileResult", "activations", "estimate", "knn", "mle", "profile", "twonn",
 ]
 

@@ -323,6 +323,12 @@ class ProfileResult(Result):
     def to_frame(self) -> pd.DataFrame:
         return self.frame
 
+    def findings(self):
+        """The key numbers of the profile, each with a sentence (:mod:`workbench.findings`)."""
+        from .findings import profile_findings
+
+        return profile_findings(self)
+
 
 def default_layers(model: nn.Module) -> List[str]:
     """Leaf modules that hold parameters or reshape the signal (pooling), in registration order; for a

@@ -60,6 +60,12 @@ class SearchResult(Result):
     def to_frame(self) -> pd.DataFrame:
         return self.summary
 
+    def findings(self, name: str = ""):
+        """The key numbers of the search, each with a sentence (:mod:`workbench.findings`)."""
+        from .findings import search_findings
+
+        return search_findings(self, name)
+
     def compare(self, other: "SearchResult", *, names: Tuple[str, str] = ("this", "other"),
                 much: Optional[float] = None) -> Dict[str, Any]:
         """Whether this search's d_int90 is below ``other``'s, read off both results.
@@ -74,11 +80,13 @@ class SearchResult(Result):
         if not other.reached:
             out["text"] = f"{a} vs {b}: undecided, d_int90 not reached for {b} (raise d_max or epochs)"
             return out
+        single = min(len(self.settings.get("seeds") or [0, 0]), len(other.settings.get("seeds") or [0, 0])) < 2
         if self.reached:
             ratio, bound = self.d_int90 / other.d_int90, ""
             lo_a, hi_a = self.interval
             lo_b, hi_b = other.interval
-            out["overlap"] = bool(not (hi_a < lo_b or hi_b < lo_a))
+            intervals = np.isfinite([lo_a, hi_a, lo_b, hi_b]).all()
+            out["overlap"] = None if single or not intervals else bool(not (hi_a < lo_b or hi_b < lo_a))
         else:  # not reached up to its ceiling: the ratio is at least ceiling / other
             ratio, bound = float(self.settings.get("d_max", np.nan)) / other.d_int90, "at least "
         out.update(ratio=float(ratio), decided=True)
@@ -90,6 +98,8 @@ class SearchResult(Result):
         text = f"{a} d_int90 {mine} is {bound}{ratio:.2f} x {b}'s {other.d_int90:g}"
         if out["overlap"] is not None:
             text += "; the 95% bootstrap intervals " + ("overlap" if out["overlap"] else "do not overlap")
+        elif self.reached and single:
+            text += " (one seed: no interval)"
         if much is not None:
             out["much"] = bool(ratio >= much)
             text += f"; {'at least' if out['much'] else 'less than'} {much:g} x"
@@ -335,6 +345,30 @@ def _check_arguments(method: str, threshold: float, baseline: Any, seeds: Union[
     return seed_list
 
 
+def chance_accuracy(data) -> float:
+    """The accuracy of always predicting the most common class of ``data`` (NaN when the targets are not
+    class labels)."""
+    y = data.y
+    if y.dtype.is_floating_point or y.dim() != 1 or not len(y):
+        return float("nan")
+    return float(torch.bincount(y.long() - y.long().min()).max()) / len(y)
+
+
+def _check_above_chance(data, target: float, base_value: float, baseline: Any) -> float:
+    """The chance accuracy of ``data``; refuses a target a constant prediction already reaches (d_int90
+    would be the smallest d tried, whatever the model)."""
+    chance = chance_accuracy(data)
+    if np.isfinite(chance) and target <= chance:
+        what = (f"the full-training baseline reaches accuracy {base_value:.3f}, so the target {target:.3f} is no "
+                f"better than always predicting the most common class ({chance:.3f})" if baseline == "full" else
+                f"the fixed target {target:.3f} is no better than always predicting the most common class "
+                f"({chance:.3f})")
+        raise ValueError(f"intrinsic_dimension.analyze: {what}; d_int90 would mean nothing. Train the baseline "
+                         "longer or with another rate (baseline_kwargs=dict(epochs=..., lr=...)), or pass a higher "
+                         "fixed baseline=")
+    return chance
+
+
 def analyze(model: Any, data: Any = None, *, train_data: Any = None, method: str = "bisection",
             dims: Optional[Sequence[int]] = None, d_min: int = 1, d_max: Optional[int] = None,
             seeds: Union[int, Sequence[int]] = 3, projection: str = "fastfood", said: bool = False,
@@ -403,6 +437,7 @@ def analyze(model: Any, data: Any = None, *, train_data: Any = None, method: str
         base_accs = np.array([r["accuracy"] for r in base_rows]) if base_rows else None
         base_value = float(base_accs.mean()) if base_rows else float(baseline)
         target = threshold * base_value
+        chance = _check_above_chance(evaluate_on, target, base_value, baseline)
         if method == "bisection":
             _bisect(search, target, d_min, d_max, tolerance)
         else:
@@ -417,7 +452,7 @@ def analyze(model: Any, data: Any = None, *, train_data: Any = None, method: str
                     tolerance=tolerance, bootstrap=bootstrap, seed=seed, baseline_kwargs=full_settings,
                     baseline_settings=keys["full"]["settings"], variant=projection + ("+said" if said else ""),
                     model=model if isinstance(model, str) else type(models_by_seed[seed_list[0]]).__name__,
-                    theta0="fixed module" if isinstance(model, nn.Module) else "fresh init per seed",
+                    theta0="fixed module" if isinstance(model, nn.Module) else "fresh init per seed", chance=chance,
                     cache_dir=str(store.path) if store is not None else None, **train_settings)
     return SearchResult(settings=settings, trials=pd.DataFrame(search.trials), summary=summary,
                         baseline_trials=pd.DataFrame(base_rows), baseline=base_value, target=float(target),

@@ -35,6 +35,12 @@ class LandscapeReport(Result):
     def to_frame(self) -> pd.DataFrame:
         return self.plane.to_frame() if self.plane is not None else pd.DataFrame()
 
+    def findings(self):
+        """The key numbers of the map and the curvature, each with a sentence (:mod:`workbench.findings`)."""
+        from .findings import report_findings
+
+        return report_findings(self)
+
     def curvature_frame(self) -> pd.DataFrame:
         """One row per top eigenvalue, with the trace estimate beside it (empty without curvature)."""
         if self.eigen is None:

@@ -111,6 +111,12 @@ class LayerwiseResult(Result):
         """One row per parameter group (scalars only; the top-k are in :meth:`eigen_frame`)."""
         return self.frame
 
+    def findings(self):
+        """The sharpest block and the largest share of the trace (:mod:`workbench.findings`)."""
+        from .findings import layerwise_findings
+
+        return layerwise_findings(self)
+
     def eigen_frame(self) -> pd.DataFrame:
         """One row per (group, rank): ``group``, ``rank`` (1 = largest), ``eigenvalue``, ``residual``."""
         parts = [pd.DataFrame({"group": g, "rank": np.arange(1, len(v) + 1), "eigenvalue": np.asarray(v, float),

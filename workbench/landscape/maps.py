@@ -71,6 +71,12 @@ class LandscapeResult(Result):
             frames.append(part)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+    def findings(self):
+        """The key numbers of the map, each with a sentence (:mod:`workbench.findings`)."""
+        from .findings import map_findings
+
+        return map_findings(self)
+
     def theta_at(self, x: float, y: float = 0.0) -> np.ndarray:
         """The flat parameter vector at coordinates ``(x, y)`` (load it with ``paramspace.load_theta``)."""
         theta = self.origin + x * self.directions[0]

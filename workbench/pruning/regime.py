@@ -48,6 +48,12 @@ class RegimeMapResult(Result):
     def to_frame(self) -> pd.DataFrame:
         return self.frame
 
+    def findings(self):
+        """The key numbers of the map, each with a sentence (:mod:`workbench.findings`)."""
+        from .findings import regime_findings
+
+        return regime_findings(self)
+
     @property
     def knob(self) -> str:
         return self.settings.get("knob", "epochs")
@@ -76,8 +82,8 @@ class RegimeMapResult(Result):
         * ``density_contrast``: for the coldest dense model, the sparsest cell is poorly connected (I) while
           the densest is not, with mc lower when sparse;
         * ``temperature``: at the sparsest density, the cells from hot to cold and whether regime I appears
-          only on the cold side (``cold_more_poorly_connected``: no hotter cell is I while a colder one is
-          not, and at least one is I).
+          only on the cold side (``cold_more_poorly_connected``: at least one cell is I, the hottest is not, and
+          no hotter cell is I while a colder one is not).
 
         Returns those flags with the numbers behind them and a ``text`` stating them.
         """
@@ -90,7 +96,7 @@ class RegimeMapResult(Result):
         contrast = bool(sparse["regime"] == "I" and dense["regime"] != "I" and sparse["mc"] < dense["mc"])
         along = [at(low, v) for v in order]
         poor = [r["regime"] == "I" for r in along]
-        cold_side = bool(any(poor) and all(not p or all(poor[i:]) for i, p in enumerate(poor)))
+        cold_side = bool(any(poor) and not poor[0] and all(not p or all(poor[i:]) for i, p in enumerate(poor)))
         steps = ", ".join(f"{v:g}: mc {r['mc']:+.3f} ({r['regime']})" for v, r in zip(order, along))
         text = (f"coldest dense model ({self.knob} = {coldest:g}): mc {sparse['mc']:+.3f} ({sparse['regime']}) at "
                 f"density {low:.0%} vs {dense['mc']:+.3f} ({dense['regime']}) at {high:.0%}: "
@@ -98,6 +104,7 @@ class RegimeMapResult(Result):
                    else "the paper's density contrast does not show at these settings")
                 + f". At density {low:.0%}, hot to cold: {steps}: "
                 + ("regime I only on the cold side, as in the paper" if cold_side
+                   else "regime I at every temperature: no direction shows" if all(poor)
                    else "the temperature direction of the paper does not show"))
         return dict(coldest=coldest, sparse_density=low, dense_density=high, mc_sparse=float(sparse["mc"]),
                     mc_dense=float(dense["mc"]), regime_sparse=str(sparse["regime"]),

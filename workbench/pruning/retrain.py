@@ -209,6 +209,20 @@ class BaselineResult(Result):
     def summary(self) -> pd.DataFrame:
         return self.frame.groupby("method", sort=False)[["test_error", "epochs"]].agg(["mean", "std"])
 
+    def findings(self):
+        """Test error of each method, and which is lowest (:mod:`workbench.findings`)."""
+        from ..findings import Finding, fmt
+
+        if not len(self.frame):
+            return []
+        means = self.frame.groupby("method", sort=False)["test_error"].mean()
+        best = means.idxmin()
+        seeds = self.frame.groupby("method", sort=False).size().iloc[0]
+        parts = ", ".join(f"{m} {fmt(v)}" for m, v in means.items())
+        return [Finding("baselines", {m: float(v) for m, v in means.items()},
+                        f"Test error at the baseline mask (mean of {seeds} seed{'s' if seeds > 1 else ''}): {parts}; "
+                        f"{best} is lowest.", weight=2)]
+
 
 def compare_baselines(model: nn.Module, data: Any, *, mask: Mask, train_data: Any, epochs: float = 10,
                       max_factor: Optional[float] = None, seeds=(0,), lr: float = 0.05, batch_size: int = 64,

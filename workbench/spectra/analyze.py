@@ -42,6 +42,12 @@ class SpectraResult(Result):
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()
 
+    def findings(self):
+        """The key numbers of the result, each with a sentence (:mod:`workbench.findings`)."""
+        from .findings import spectra_findings
+
+        return spectra_findings(self)
+
     @property
     def names(self) -> List[str]:
         return list(self.table["name"])

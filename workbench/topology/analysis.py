@@ -38,6 +38,12 @@ class TopologyReport(Result):
     def to_frame(self) -> pd.DataFrame:
         return self.nodes
 
+    def findings(self, target: str = "hits@10"):
+        """The key numbers of the report, each with a sentence (:mod:`workbench.findings`)."""
+        from .findings import topology_findings
+
+        return topology_findings(self, target)
+
     @property
     def performance_columns(self) -> list:
         return [c for c in self.nodes.columns if "@" in c or c == "mrr"]
