@@ -1,6 +1,8 @@
 """Low-rank spectra of weight matrices: ESDs, heavy-tail alpha, ranks, and WeLore compression.
 
-``analyze(model)`` returns a :class:`SpectraResult` (one row per weight matrix); ``welore(result, ...)``
+``analyze(model)`` returns a :class:`SpectraResult` (one row per weight matrix); ``model`` may also be a
+checkpoint on disk (``.safetensors``, a sharded folder, ``.pt``), streamed one tensor at a time (see
+:mod:`workbench.spectra.checkpoint`).  ``welore(result, ...)``
 plans a rank reduction and ``compress(model, plan, data=...)`` applies it.  Figures live in
 :mod:`workbench.spectra.figures`.
 """

@@ -185,12 +185,10 @@ def analyze(model, *, device: DeviceLike = "auto", embeddings: bool = True, min_
             progress: ProgressLike = True) -> SpectraResult:
     """Spectral metrics of every weight matrix of ``model`` (an ``nn.Module``, a state dict or a checkpoint).
 
-    A checkpoint (a path: a ``.safetensors`` file, a sharded folder, or a ``.pt``/``.pth``/``.bin`` state
-    dict) is streamed: one tensor at a time is read, analysed and released, so the memory held is the
-    largest matrix in ``dtype`` plus its Gram matrix, never the model; rows carry the checkpoint's tensor
-    names.  See :mod:`~workbench.spectra.checkpoint` for the formats, the order of the rows and what is
-    read as which kind.  A model saved with ``safetensors.torch.save_file(model.state_dict(), path)`` gives
-    the same table as ``analyze(model.state_dict())``.
+    A checkpoint (a path: ``.safetensors``, a sharded folder, a ``.pt``/``.pth``/``.bin`` state dict) is
+    streamed one tensor at a time, so the memory held is the largest matrix in ``dtype`` plus its Gram
+    matrix, not the model; it gives the same table as its state dict in memory (formats, row order and
+    kinds: :mod:`~workbench.spectra.checkpoint`).
 
     Parameters
     ----------

@@ -3,21 +3,26 @@
 ``spectra.analyze(path)`` accepts, besides a model in memory:
 
 * a ``.safetensors`` file;
-* a folder holding a sharded checkpoint: its index (``model.safetensors.index.json``, any other
-  ``*.safetensors.index.json``, or a ``*.bin.index.json`` of PyTorch shards), else the ``*.safetensors``
-  files in it (a name in two of them is refused), else a single ``.bin`` / ``.pt`` / ``.pth`` file;
+* a folder holding a sharded checkpoint, looked up in this order: ``model.safetensors.index.json``, another
+  ``*.safetensors.index.json`` (if just one), the ``*.safetensors`` files in it (a tensor name in two of
+  them is refused), a ``*.index.json`` of PyTorch shards (``pytorch_model.bin.index.json``), a single
+  ``.bin`` / ``.pt`` / ``.pth`` file;
 * an index file (``*.index.json``: ``{"weight_map": {tensor name: shard file}}``) itself;
 * a ``.pt`` / ``.pth`` / ``.bin`` file holding a state dict (``torch.save(model.state_dict(), path)``).
 
-The plan (which tensor is what) is made from the header alone: safetensors headers, or the pickle of a
+The plan (which tensor is what) is made from the headers alone: safetensors headers, or the pickle of a
 PyTorch file opened with ``torch.load(path, mmap=True, weights_only=True)`` (its tensors are mapped, not
-read).  Then each tensor is read on its own when its eigenvalues are computed, copied into the working
-dtype and released; the file is opened afresh for every tensor (safetensors ``safe_open``; ``torch.load``
-with ``mmap=True`` for a PyTorch file), so the pages already read are unmapped and the memory held is
-bounded by the largest matrix in the working dtype plus its Gram matrix, not the model.  A PyTorch file in
-the old (non-zip) format cannot be mapped: it is then loaded whole once, with a warning, and that memory is
-held for the call.  ``batch_elements=`` lets same-shape tensors share one eigenvalue call within that many
-matrix entries.
+read).  Then each tensor is read when its eigenvalues are computed, copied into the working dtype and
+released.  A safetensors file is opened afresh (``safe_open``) for every tensor, so the pages read are
+unmapped at once.  A PyTorch file is mapped again once the bytes read through the current mapping would
+pass the largest tensor's size (or 4 MiB if that is more: re-reading its pickle for every small tensor
+would cost time quadratic in the number of entries), so at most that much of it is resident besides the
+work.  The memory held is therefore bounded by the largest matrix in the working dtype plus its Gram
+matrix (and the copy of it the eigenvalue routine works on), not by the model; memory freed between
+tensors is handed back to the system (:func:`release_freed_memory`), so the resident size does not creep
+up over a long run.  A PyTorch file in the old (non-zip) format cannot be mapped: it is then loaded whole
+once, with a warning, and held for the call.  ``batch_elements=`` lets same-shape tensors share one
+eigenvalue call within that many matrix entries (the budget then adds to the bound).
 
 Entries are read as a state dict is (:func:`~workbench.spectra.extract.state_entry`): 2-D floating-point
 tensors are dense matrices, or kind ``embedding`` when the name identifies an embedding table (``embed``
@@ -32,12 +37,15 @@ Rows come in the checkpoint's order: a PyTorch file keeps its state dict's order
 no order, so their tensors (and an index's) are taken in natural name order (``layers.2`` before
 ``layers.10``), which is the state-dict order of a ``Sequential`` or a stack of numbered blocks.  On the
 CPU the numbers are identical to those of the same tensors in memory (``analyze(model.state_dict())`` with
-the state dict in that order): the same kernels run per matrix whether the matrices are batched or not.
+the state dict in that order): the same kernels run per matrix whether the matrices are batched or not.  On
+a GPU a batched call may take other kernels than a single one, so the two agree to rounding there; for
+identical numbers give both calls the same ``batch_elements`` (``0``: one tensor per call).
 """
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import warnings
 from collections.abc import Mapping
@@ -57,6 +65,7 @@ SAFETENSORS_DTYPES = {
     "U64": getattr(torch, "uint64", None), "BOOL": torch.bool,
 }
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+MAP_MIN_BYTES = 4 << 20  # small tensors of a PyTorch file share one mapping up to this many bytes
 FORMATS = "a .safetensors file, a .pt/.pth/.bin state dict, or a folder with model.safetensors.index.json " \
           "or *.safetensors shards"
 
@@ -64,7 +73,6 @@ FORMATS = "a .safetensors file, a .pt/.pth/.bin state dict, or a folder with mod
 class ModelReader:
     """The matrices of a model (or state dict) already in memory."""
 
-    lazy = False
     what = "model"
     batch_elements = 1 << 25
 
@@ -87,8 +95,12 @@ class ModelReader:
 
 def open_matrices(subject, *, embeddings: bool = True):
     """A reader of ``subject``'s weight matrices: a :class:`CheckpointReader` for a path, else a
-    :class:`ModelReader`.  A reader has ``entries``, ``skipped``, ``load(entry)`` (the unscaled ``(k, N, M)``
-    slices), ``release()`` (called once a large buffer is freed), ``check_finite(entries)``, ``batch_elements`` (its default budget) and ``settings``."""
+    :class:`ModelReader`.
+
+    A reader has ``entries``, ``skipped``, ``what`` (the subject in words), ``load(entry)`` (the unscaled
+    ``(k, N, M)`` slices), ``release()`` (called once a large buffer is freed), ``check_finite(entries)``,
+    ``batch_elements`` (its default budget) and ``settings`` (added to the result's).
+    """
     if isinstance(subject, (str, os.PathLike)):
         return CheckpointReader(subject, embeddings=embeddings)
     return ModelReader(subject, embeddings=embeddings)
@@ -120,20 +132,28 @@ def locate(path) -> Tuple[str, List[Tuple[str, Path]]]:
     if not files:
         raise ValueError(f"checkpoint folder {str(path)!r} is empty. Point at the folder holding the "
                          f"checkpoint: {FORMATS}.")
-    names = {f.name for f in files}
-    for index in ["model.safetensors.index.json"] + [f.name for f in files if f.name.endswith(".index.json")]:
-        if index in names:
-            return _from_index(p / index)
+    indexes = [f for f in files if f.name.endswith(".index.json")]
+    st_indexes = [f for f in indexes if f.name.endswith(".safetensors.index.json")]
+    preferred = [f for f in st_indexes if f.name == "model.safetensors.index.json"]
+    if preferred or len(st_indexes) == 1:
+        return _from_index((preferred or st_indexes)[0])
+    if st_indexes:
+        raise ValueError(f"checkpoint folder {str(path)!r} holds several indexes {[f.name for f in st_indexes]}; "
+                         "pass the one to read (its path)")
     shards = [f for f in files if f.suffix == ".safetensors"]
     if shards:
         return "safetensors", [("", f) for f in shards]
+    if len(indexes) == 1:
+        return _from_index(indexes[0])
     torch_files = [f for f in files if f.suffix in TORCH_SUFFIXES]
-    if len(torch_files) == 1:
+    if len(torch_files) == 1 and not indexes:
         return "torch", [("", torch_files[0])]
     found = ", ".join(f.name for f in files[:8]) + (", ..." if len(files) > 8 else "")
-    extra = f" ({len(torch_files)} PyTorch files and no index: pass one file)" if torch_files else ""
+    if torch_files or indexes:
+        raise ValueError(f"checkpoint folder {str(path)!r} holds no .safetensors file but {len(torch_files)} "
+                         f"PyTorch files and {len(indexes)} indexes ({found}); pass the file or index to read")
     raise ValueError(f"checkpoint folder {str(path)!r} holds no .safetensors file and no index "
-                     f"(*.index.json){extra}; it holds: {found}. Give {FORMATS}.")
+                     f"(*.index.json); it holds: {found}. Give {FORMATS}.")
 
 
 def _from_index(index: Path) -> Tuple[str, List[Tuple[str, Path]]]:
@@ -161,8 +181,6 @@ def _from_index(index: Path) -> Tuple[str, List[Tuple[str, Path]]]:
 
 def _torch_load(file: Path, mmap: bool = True):
     """``torch.load`` of a state-dict file (mapped, tensors not read); errors name the file and the fix."""
-    import pickle
-
     try:
         sd = torch.load(file, map_location="cpu", mmap=mmap, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -189,7 +207,6 @@ def _torch_load(file: Path, mmap: bool = True):
 class CheckpointReader:
     """The matrices of a checkpoint on disk, planned from the headers and read one tensor at a time."""
 
-    lazy = True
     batch_elements = 0  # one tensor per eigenvalue call unless the caller gives a budget
 
     def __init__(self, path, embeddings: bool = True):
@@ -207,6 +224,9 @@ class CheckpointReader:
                 self.skipped.append({"name": name, "reason": why})
             else:
                 self.entries.append(entry)
+        # a mapped PyTorch file is opened afresh once this many bytes were read through it
+        self._map_budget = max([MAP_MIN_BYTES] + [e.slices.numel() * e.slices.element_size() for e in self.entries])
+        self._mapped: List[Any] = []  # [file, mapped state dict, bytes read through it]
         used = list(dict.fromkeys(str(f) for f in self._file.values()))
         self.settings: Dict[str, Any] = dict(model="checkpoint", checkpoint=str(path),
                                              checkpoint_format=self.format, checkpoint_files=used)
@@ -242,20 +262,22 @@ class CheckpointReader:
 
     def _torch_header(self, files: List[Tuple[str, Path]]) -> List[Tuple[str, Any]]:
         """``[(name, meta tensor or value)]``: a file's own order, an index's natural name order."""
-        out = []
+        wanted: Dict[Path, List[str]] = {}
         for name, f in files:
-            sd = self._open_torch(f)
-            keys = list(sd) if name == "" else [name]
-            for k in keys:
+            wanted.setdefault(f, []).append(name)
+        found: Dict[str, Any] = {}
+        for f, names in wanted.items():
+            sd = self._open_torch(f)  # mapped: the tensors' data is not read
+            for k in (list(sd) if names == [""] else names):
                 if k not in sd:
                     raise ValueError(f"checkpoint shard {str(f)!r} lacks {k!r}, which its index maps to it; "
                                      "fix the index or restore the shard")
                 v = sd[k]
-                out.append((k, torch.empty(v.shape, dtype=v.dtype, device="meta")
-                            if isinstance(v, torch.Tensor) else v))
+                found[k] = torch.empty(v.shape, dtype=v.dtype, device="meta") if isinstance(v, torch.Tensor) else v
                 self._file[k] = f
             del sd
-        return out
+        order = list(found) if files[0][0] == "" else [name for name, _ in files]
+        return [(name, found[name]) for name in order]
 
     def _open_torch(self, f: Path) -> Mapping:
         if f in self._whole:
@@ -267,6 +289,18 @@ class CheckpointReader:
                           "torch.save(torch.load(path), path) to stream it tensor by tensor.", stacklevel=4)
             sd = self._whole[f] = _torch_load(f, mmap=False)
         return sd
+
+    def _read_torch(self, f: Path, entry: WeightMatrix) -> torch.Tensor:
+        """``entry``'s tensor from a mapped PyTorch file, mapped afresh once ``_map_budget`` bytes were read
+        through the current mapping (its pages are then unmapped once the tensors read from it are gone)."""
+        if f in self._whole:
+            return self._whole[f][entry.name]
+        nbytes = entry.slices.numel() * entry.slices.element_size()
+        if not self._mapped or self._mapped[0] != f or self._mapped[2] + nbytes > self._map_budget:
+            self._mapped = []  # drop the previous mapping before making the next
+            self._mapped = [f, self._open_torch(f), 0]
+        self._mapped[2] += nbytes
+        return self._mapped[1][entry.name]
 
     def check_finite(self, entries: List[WeightMatrix]) -> None:
         """Nothing up front: :meth:`load` checks each tensor as it is read."""
@@ -284,9 +318,7 @@ class CheckpointReader:
             with safe_open(str(f), framework="pt") as h:  # a fresh mapping: unmapped once read
                 w = h.get_tensor(entry.name)
         else:
-            sd = self._open_torch(f)
-            w = sd[entry.name]
-            del sd  # a mapped file is unmapped once ``w`` goes
+            w = self._read_torch(f, entry)
         read, _ = state_entry(entry.name, w)
         if read is None or read.slices.shape != entry.slices.shape or read.slices.dtype != entry.slices.dtype:
             raise ValueError(f"checkpoint {str(f)!r} changed while it was read: {entry.name!r} is now "
@@ -300,7 +332,7 @@ def _malloc_trim():
         import ctypes
 
         return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to call
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to call
         return None
 
 
