@@ -1,13 +1,16 @@
+import json
 import math
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 from workbench import spectra
 from workbench.spectra import figures
+from workbench.spectra.checkpoint import natural_key
 from workbench.spectra.powerlaw import bootstrap_alpha, fit_powerlaw
 
 
@@ -243,6 +246,256 @@ def test_figures():
     assert {s.y0 for s in afig.layout.shapes} == {2, 6}
     wfig = figures.welore(spectra.welore(res, reduction=0.3))
     assert len(wfig.data[0].x) == 2
+
+
+def _checkpoint_model():
+    """A CNN + MLP whose weights come in natural name order (as a safetensors file is read)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 24, 3, bias=False), nn.Flatten(),
+                         nn.Linear(24, 48), nn.ReLU(), nn.Linear(48, 48), nn.Linear(48, 32), nn.Linear(32, 10),
+                         nn.Linear(10, 40), nn.Linear(40, 40), nn.Linear(40, 12))  # 12 modules: '11.weight'
+
+
+def _save_sharded(state, folder, shards=3):
+    """Shards of ``state`` in ``folder`` and the index json mapping each tensor to its shard."""
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    names = list(state)
+    weight_map = {}
+    for k in range(shards):
+        part = {n: state[n].contiguous() for n in names[k::shards]}
+        fname = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+        save_file(part, str(folder / fname))
+        weight_map.update({n: fname for n in part})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return folder
+
+
+def test_checkpoint_files_give_the_in_memory_numbers(tmp_path):
+    from safetensors.torch import save_file
+
+    model = _checkpoint_model()
+    state = model.state_dict()
+    weights = [k for k in state if k.endswith("weight")]
+    assert weights == sorted(weights, key=natural_key)
+    save_file(state, str(tmp_path / "model.safetensors"))
+    torch.save(state, tmp_path / "model.pt")
+    folder = _save_sharded(state, tmp_path / "sharded")
+    bins = tmp_path / "bins"  # PyTorch shards and their index, as older Hugging Face checkpoints come
+    bins.mkdir()
+    names = list(state)
+    for k, part in enumerate([names[:9], names[9:]]):
+        torch.save({n: state[n] for n in part}, bins / f"pytorch_model-{k + 1}.bin")
+    (bins / "pytorch_model.bin.index.json").write_text(json.dumps(
+        {"weight_map": {n: f"pytorch_model-{1 + (i >= 9)}.bin" for i, n in enumerate(names)}}))
+    kw = dict(progress=False, bootstrap=30, device="cpu")
+    ref = spectra.analyze(state, **kw)
+    module = spectra.analyze(model, **kw)
+    assert ref.names[-1] == "11.weight" and len(ref.names) == 9
+    # the module path names modules' classes; everything else is the same, number for number
+    cols = [c for c in spectra.COLUMNS if c != "module"]
+    pd.testing.assert_frame_equal(module.table[cols], ref.table[cols], check_exact=True)
+    for path in [tmp_path / "model.safetensors", str(tmp_path / "model.pt"), folder,
+                 folder / "model.safetensors.index.json", bins]:
+        res = spectra.analyze(path, **kw)
+        pd.testing.assert_frame_equal(res.table, ref.table, check_exact=True)
+        np.testing.assert_array_equal(res.evals, ref.evals)
+        np.testing.assert_array_equal(res.offsets, ref.offsets)
+        # the biases: the same list, in the file's order (natural name order for safetensors)
+        assert res.skipped == (ref.skipped if str(path).endswith(".pt") else
+                               sorted(ref.skipped, key=lambda s: natural_key(s["name"])))
+        assert res.settings["model"] == "checkpoint" and res.settings["checkpoint"] == str(path)
+        assert {k: v for k, v in res.settings.items() if not k.startswith(("checkpoint", "model"))} == \
+            {k: v for k, v in ref.settings.items() if k != "model"} | {"batch_elements": 0}
+    assert len(spectra.analyze(folder, **kw).settings["checkpoint_files"]) == 3
+    # the shards without their index, and a budget that batches same-shape tensors: the same numbers
+    (folder / "model.safetensors.index.json").unlink()
+    pd.testing.assert_frame_equal(spectra.analyze(folder, **kw).table, ref.table, check_exact=True)
+    batched = spectra.analyze(tmp_path / "model.safetensors", batch_elements=1 << 20, **kw)
+    pd.testing.assert_frame_equal(batched.table, ref.table, check_exact=True)
+    assert batched.settings["batch_elements"] == 1 << 20
+
+
+def test_float16_checkpoint_and_file_order(tmp_path):
+    from safetensors.torch import save_file
+
+    half = {k: v.half() for k, v in _checkpoint_model().state_dict().items()}
+    save_file(half, str(tmp_path / "half.safetensors"))
+    kw = dict(progress=False, bootstrap=0, device="cpu")
+    res = spectra.analyze(tmp_path / "half.safetensors", **kw)
+    pd.testing.assert_frame_equal(res.table, spectra.analyze(half, **kw).table, check_exact=True)
+    # a PyTorch file keeps its own order; a safetensors file is read in natural name order
+    shuffled = {k: half[k] for k in ["8.weight", "0.weight", "11.weight", "2.weight"]}
+    torch.save(shuffled, tmp_path / "shuffled.pt")
+    save_file(shuffled, str(tmp_path / "shuffled.safetensors"))
+    assert spectra.analyze(tmp_path / "shuffled.pt", **kw).names == list(shuffled)
+    assert spectra.analyze(tmp_path / "shuffled.safetensors", **kw).names == \
+        ["0.weight", "2.weight", "8.weight", "11.weight"]
+
+
+def test_checkpoint_kinds_and_skipped_entries(tmp_path):
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    state = {
+        "model.embed_tokens.weight": torch.randn(50, 16, generator=g),
+        "transformer.wte.weight": torch.randn(40, 16, generator=g),
+        "embeddings.LayerNorm.weight": torch.ones(16),
+        "patch_embed.proj.weight": torch.randn(16, 3, 2, 2, generator=g),
+        "h.0.attn.c_attn.weight": torch.randn(16, 48, generator=g),
+        "conv1d.weight": torch.randn(8, 4, 3, generator=g),
+        "position_ids": torch.arange(16)[None],
+        "bn.num_batches_tracked": torch.tensor(3),
+        "cube.weight": torch.randn(2, 2, 2, 2, 2, generator=g),
+    }
+    save_file(state, str(tmp_path / "m.safetensors"))
+    kw = dict(progress=False, bootstrap=0, device="cpu")
+    for embeddings in (True, False):
+        res = spectra.analyze(tmp_path / "m.safetensors", embeddings=embeddings, **kw)
+        kinds = dict(zip(res.names, res.table["kind"]))
+        table = [("conv1d.weight", "conv1d"), ("h.0.attn.c_attn.weight", "dense"),
+                 ("model.embed_tokens.weight", "embedding"), ("patch_embed.proj.weight", "conv2d"),
+                 ("transformer.wte.weight", "embedding")]
+        assert kinds == {n: k for n, k in table if embeddings or k != "embedding"}
+        reasons = {s["name"]: s["reason"] for s in res.skipped}
+        assert reasons["embeddings.LayerNorm.weight"] == "1-D tensor: no weight matrix"
+        assert reasons["position_ids"] == "non-float tensor (torch.int64), e.g. a buffer"
+        assert reasons["bn.num_batches_tracked"] == "non-float tensor (torch.int64), e.g. a buffer"
+        assert reasons["cube.weight"] == "5-D tensor: no weight matrix"
+        assert (reasons.get("model.embed_tokens.weight") == "embedding (embeddings=False)") == (not embeddings)
+        # a state dict in memory is read by the same rules
+        mem = spectra.analyze({k: state[k] for k in sorted(state, key=natural_key)},
+                              embeddings=embeddings, **kw)
+        pd.testing.assert_frame_equal(res.table, mem.table, check_exact=True)
+        assert res.skipped == mem.skipped
+    conv = res.table.set_index("name").loc["conv1d.weight"]
+    assert (conv["N"], conv["M"], conv["rf"]) == (8, 4, 3)
+    w = state["conv1d.weight"].double()
+    expected = np.sort(np.concatenate([np.linalg.svd(w[:, :, k].numpy(), compute_uv=False) ** 2 * 0.5
+                                       for k in range(3)]))
+    np.testing.assert_allclose(res.esd("conv1d.weight"), expected, rtol=1e-9)
+
+
+def test_checkpoint_errors_name_the_path_and_the_fix(tmp_path):
+    from safetensors.torch import save_file
+
+    kw = dict(progress=False, bootstrap=0, device="cpu")
+    with pytest.raises(FileNotFoundError, match=r"'.*nope\.safetensors': no such file or folder\. Give a "):
+        spectra.analyze(tmp_path / "nope.safetensors", **kw)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"folder '.*empty' is empty\. Point at the folder"):
+        spectra.analyze(tmp_path / "empty", **kw)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"'.*other' holds no \.safetensors file and no index.*config\.json"):
+        spectra.analyze(tmp_path / "other", **kw)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"unknown file type '\.txt'"):
+        spectra.analyze(tmp_path / "notes.txt", **kw)
+    for k in (1, 2):
+        torch.save({"w": torch.randn(4, 4)}, tmp_path / "other" / f"run{k}.pt")
+    with pytest.raises(ValueError, match=r"no \.safetensors file but 2 PyTorch files and 0 indexes.*pass the "):
+        spectra.analyze(tmp_path / "other", **kw)
+    folder = _save_sharded(_checkpoint_model().state_dict(), tmp_path / "sharded")
+    (folder / "model-00002-of-00003.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"names shard files that are not in .*model-00002-of-00003"):
+        spectra.analyze(folder, **kw)
+    # a tensor in two shards without an index, a pickled module, a non-finite weight, no matrices at all
+    (tmp_path / "dup").mkdir()
+    for k in (1, 2):
+        save_file({"fc.weight": torch.randn(4, 4)}, str(tmp_path / "dup" / f"part{k}.safetensors"))
+    with pytest.raises(ValueError, match=r"'fc.weight' is in both .*part1.* and .*part2.*add the index"):
+        spectra.analyze(tmp_path / "dup", **kw)
+    torch.save(nn.Linear(3, 4), tmp_path / "module.pt")
+    with pytest.raises(ValueError, match=r"module\.pt' holds more than tensors .*pass the model"):
+        spectra.analyze(tmp_path / "module.pt", **kw)
+    torch.save({"model": nn.Linear(3, 4).state_dict(), "epoch": 3}, tmp_path / "train.pt")
+    with pytest.raises(ValueError, match=r"dicts under \['model'\].*\['model'\]\)"):
+        spectra.analyze(tmp_path / "train.pt", **kw)
+    bad = {"a.weight": torch.randn(6, 6), "b.weight": torch.randn(6, 6)}
+    bad["b.weight"][2, 3] = float("inf")
+    save_file(bad, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match=r"layer 'b.weight' \(state_dict\) in '.*bad\.safetensors' has 1 "
+                                         r"non-finite"):
+        spectra.analyze(tmp_path / "bad.safetensors", **kw)
+    save_file({"bias": torch.zeros(4)}, str(tmp_path / "vector.safetensors"))
+    with pytest.raises(ValueError, match=r"checkpoint '.*vector\.safetensors' has no weight matrices.*bias: 1-D"):
+        spectra.analyze(tmp_path / "vector.safetensors", **kw)
+
+
+def test_old_format_pt_file_is_loaded_whole_with_a_warning(tmp_path):
+    state = _checkpoint_model().state_dict()
+    torch.save(state, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    kw = dict(progress=False, bootstrap=0, device="cpu")
+    with pytest.warns(UserWarning, match="old serialisation format.*loaded whole"):
+        res = spectra.analyze(tmp_path / "old.pt", **kw)
+    pd.testing.assert_frame_equal(res.table, spectra.analyze(state, **kw).table, check_exact=True)
+
+
+_PEAK_SCRIPT = r"""
+import json, sys
+import torch
+from workbench import spectra
+
+torch.set_num_threads(2)
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as f:  # VmHWM back to the current resident size
+        f.write("5")
+
+spectra.analyze({"w": torch.randn(64, 32)}, progress=False, bootstrap=0, device="cpu")  # warm up
+out = {}
+for path in sys.argv[1:]:
+    reset_peak()
+    base = status("VmRSS")
+    res = spectra.analyze(path, progress=False, bootstrap=0, device="cpu")
+    out[path] = {"growth": status("VmHWM") - base, "rows": len(res.names)}
+reset_peak()  # and the instrument does see a model held in memory
+base = status("VmRSS")
+held = torch.load(sys.argv[2], weights_only=True)
+out["whole"] = {"growth": status("VmHWM") - base, "rows": len(held)}
+print(json.dumps(out))
+"""
+
+
+def test_streaming_memory_stays_far_below_the_checkpoint(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pytest.skip("needs Linux /proc/self/clear_refs to measure the peak resident memory")
+    g = torch.Generator().manual_seed(0)
+    state = {f"layers.{i}.weight": torch.randn(1024, 1024, generator=g) for i in range(24)}
+    save_file(state, str(tmp_path / "big.safetensors"))
+    torch.save(state, tmp_path / "big.pt")
+    del state
+    size = (tmp_path / "big.safetensors").stat().st_size  # 100 MB of float32
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+               OMP_WAIT_POLICY="PASSIVE")
+    paths = [str(tmp_path / "big.safetensors"), str(tmp_path / "big.pt")]
+    run = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, *paths], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    one = 2 * 1024 * 1024 * 8  # one matrix and its Gram matrix in float64: 16 MB
+    assert out["whole"]["growth"] > 0.9 * size  # the measurement does see a model held in memory
+    for path in paths:
+        assert out[path]["rows"] == 24
+        assert out[path]["growth"] < 0.4 * size, (path, out[path]["growth"] / 2 ** 20)
+        assert out[path]["growth"] < 3 * one, (path, out[path]["growth"] / 2 ** 20)
 
 
 weightwatcher = pytest.importorskip("weightwatcher")

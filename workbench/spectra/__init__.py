@@ -1,8 +1,10 @@
 """Low-rank spectra of weight matrices: ESDs, heavy-tail alpha, ranks, and WeLore compression.
 
-``analyze(model)`` returns a :class:`SpectraResult` (one row per weight matrix); ``welore(result, ...)``
-plans a rank reduction and ``compress(model, data, plan=...)`` applies it.  Definitions:
-``docs/spectra.md``.  Figures live in :mod:`workbench.spectra.figures` (imported on first use).
+``analyze(model)`` returns a :class:`SpectraResult` (one row per weight matrix); ``model`` may also be a
+checkpoint on disk (``.safetensors``, a sharded folder, ``.pt``), streamed one tensor at a time (see
+:mod:`workbench.spectra.checkpoint`).  ``welore(result, ...)`` plans a rank reduction and
+``compress(model, data, plan=...)`` applies it.  Definitions: ``docs/spectra.md``.  Figures live in
+:mod:`workbench.spectra.figures` (imported on first use).
 """
 from ..lazy import figures_on_demand
 from .analyze import COLUMNS, SpectraResult, analyze

@@ -12,7 +12,8 @@ import torch
 from ..backend import DeviceLike, resolve_device
 from ..progress import Progress, ProgressLike
 from ..results import Result
-from .extract import WeightMatrix, group_by_shape, iter_matrices
+from .checkpoint import open_matrices
+from .extract import WeightMatrix, group_by_shape
 from .mp import mp_softrank
 from .powerlaw import EVALS_THRESH, PowerLawFit, bootstrap_alpha, fit_powerlaw
 
@@ -75,11 +76,66 @@ class SpectraResult(Result):
 def _eigenvalues(stack: torch.Tensor, method: str) -> torch.Tensor:
     """Eigenvalues of S^T S for a (k, N, M) stack, N >= M, ascending per slice."""
     if method == "gram":
-        gram = stack.transpose(1, 2) @ stack
-        return torch.linalg.eigvalsh(gram).clamp_min_(0.0)
+        return _gram_eigenvalues(stack.transpose(1, 2) @ stack)
     if method == "svd":
         return torch.flip(torch.linalg.svdvals(stack) ** 2, [1])
     raise ValueError(f"method={method!r}: use 'gram' (eigenvalues of W^T W, fastest) or 'svd'")
+
+
+def _gram_eigenvalues(gram: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.eigvalsh(gram).clamp_min_(0.0)
+
+
+def _batches(entries: List[WeightMatrix], batch_elements: int) -> List[List[int]]:
+    """Indices of same-shape entries, consecutive in shape-group order, at most ``batch_elements`` slice
+    entries per batch (a larger tensor makes a batch of its own; ``0``: one tensor per batch)."""
+    out: List[List[int]] = []
+    for (n_rows, n_cols), idx in group_by_shape(entries):
+        batch: List[int] = []
+        size = 0
+        for i in idx:
+            cost = entries[i].rf * n_rows * n_cols
+            if batch and size + cost > batch_elements:
+                out.append(batch)
+                batch, size = [], 0
+            batch.append(i)
+            size += cost
+        out.append(batch)
+    return out
+
+
+def _batch_eigenvalues(entries: List[WeightMatrix], batch: List[int], load, dtype: torch.dtype, dev,
+                       method: str, release=lambda: None) -> List[torch.Tensor]:
+    """Eigenvalues (CPU float64, ascending) of each entry in ``batch``, all slices in one call.
+
+    Each weight is read by ``load(entry)`` only while it is copied (scaled) into one working-``dtype``
+    stack on ``dev``; for ``method="gram"`` the stack is released before the eigenvalue call, so the memory
+    held is the stack, then the Gram matrices and their eigenvalues.  ``release()`` is called whenever a
+    large buffer has been freed (a streamed checkpoint hands that memory back to the system there).
+    """
+    first = entries[batch[0]]
+    stack = torch.empty((sum(entries[i].rf for i in batch), first.N, first.M), dtype=dtype, device=dev)
+    start = 0
+    for i in batch:
+        e = entries[i]
+        w = load(e)
+        stack[start:start + e.rf].copy_(w)
+        del w
+        release()
+        if e.scale != 1.0:
+            stack[start:start + e.rf].mul_(e.scale)
+        start += e.rf
+    if method == "gram":
+        gram = stack.transpose(1, 2) @ stack
+        del stack
+        release()
+        ev = _gram_eigenvalues(gram)
+        del gram
+        release()
+    else:
+        ev = _eigenvalues(stack, method)
+    ev = ev.to("cpu", torch.float64)
+    return [part.reshape(-1) for part in torch.split(ev, [entries[i].rf for i in batch])]
 
 
 def _quality(alpha: float) -> str:
@@ -131,8 +187,14 @@ def _metrics(entry: WeightMatrix, ev: np.ndarray, fit: PowerLawFit, ci: tuple,
 def analyze(model, data: Any = None, *, device: DeviceLike = "auto", embeddings: bool = True, min_evals: int = 8,
             max_size: Optional[int] = None, method: str = "gram", dtype: torch.dtype = torch.float64,
             bootstrap: int = 200, level: float = 0.95, bootstrap_mode: str = "tail", seed: int = 0,
-            batch_elements: int = 1 << 25, mp_fit: bool = True, progress: ProgressLike = True) -> SpectraResult:
-    """Spectral metrics of every weight matrix of ``model`` (an ``nn.Module`` or a state dict).
+            batch_elements: Optional[int] = None, mp_fit: bool = True,
+            progress: ProgressLike = True) -> SpectraResult:
+    """Spectral metrics of every weight matrix of ``model`` (an ``nn.Module``, a state dict or a checkpoint).
+
+    A checkpoint (a path: ``.safetensors``, a sharded folder, a ``.pt``/``.pth``/``.bin`` state dict) is
+    streamed one tensor at a time, so the memory held is the largest matrix in ``dtype`` plus its Gram
+    matrix, not the model; it gives the same table as its state dict in memory (formats, row order and
+    kinds: :mod:`~workbench.spectra.checkpoint`).
 
     The analysis reads the weights only: ``data`` must be ``None`` (it is there so that every analysis is
     called the same way, see ``docs/protocol.md``).  Definitions: ``docs/spectra.md``.
@@ -147,7 +209,9 @@ def analyze(model, data: Any = None, *, device: DeviceLike = "auto", embeddings:
     dtype : precision of the eigenvalue computation (float64 for parity with weightwatcher).
     bootstrap, level, bootstrap_mode, seed : the bootstrap interval on ``alpha``
         (``bootstrap=0`` turns it off; see :func:`~workbench.spectra.powerlaw.bootstrap_alpha`).
-    batch_elements : at most this many matrix entries per batched eigenvalue call.
+    batch_elements : same-shape matrices share one eigenvalue call up to this many matrix entries (a larger
+        tensor gets a call of its own).  Default ``2**25`` for a model in memory; for a checkpoint ``0``
+        (one tensor per call), and any budget given bounds the memory of the streamed run.
     mp_fit : compute ``mp_softrank`` (weightwatcher's MP fit, see :mod:`~workbench.spectra.mp`); NaN if False.
 
     ``numerical_rank`` counts the eigenvalues above ``lambda_max * max(N, M) * eps`` (see
@@ -157,7 +221,8 @@ def analyze(model, data: Any = None, *, device: DeviceLike = "auto", embeddings:
     if data is not None:
         raise ValueError("spectra.analyze reads only the weights: pass data=None (spectra needs no data)")
     dev = resolve_device(device)
-    entries, skipped = iter_matrices(model, embeddings=embeddings)
+    reader = open_matrices(model, embeddings=embeddings)
+    entries, skipped = reader.entries, reader.skipped
     if max_size is not None:
         keep = []
         for e in entries:
@@ -168,29 +233,18 @@ def analyze(model, data: Any = None, *, device: DeviceLike = "auto", embeddings:
         entries = keep
     if not entries:
         detail = "; ".join(f"{s['name']}: {s['reason']}" for s in skipped[:8]) or "no parameters at all"
-        raise ValueError(f"model has no weight matrices to analyse ({detail}). Pass an nn.Module with "
-                         "Linear/Conv/Embedding layers or a state dict of 2-D/4-D tensors.")
-    for e in entries:
-        if not bool(torch.isfinite(e.slices).all()):
-            bad = int((~torch.isfinite(e.slices)).sum())
-            raise ValueError(f"layer {e.name!r} ({e.module}) has {bad} non-finite weights (NaN/inf); "
-                             "fix or drop that layer before analysing")
+        raise ValueError(f"{reader.what} has no weight matrices to analyse ({detail}). Pass an nn.Module "
+                         "with Linear/Conv/Embedding layers, a state dict or a checkpoint of 2-D/4-D tensors.")
+    reader.check_finite(entries)  # a checkpoint is checked tensor by tensor as it is read
 
     evals: List[Optional[np.ndarray]] = [None] * len(entries)
-    groups = list(group_by_shape(entries))
-    with Progress(len(groups) + len(entries), "spectra", progress) as bar:
-        for (n_rows, n_cols), idx in groups:
-            per_batch = max(1, batch_elements // (n_rows * n_cols))
-            slices = [(i, s) for i in idx for s in range(entries[i].rf)]
-            chunks: Dict[int, List[torch.Tensor]] = {i: [] for i in idx}
-            for start in range(0, len(slices), per_batch):
-                part = slices[start:start + per_batch]
-                stack = torch.stack([entries[i].slices[s].to(dtype) * entries[i].scale for i, s in part])
-                ev = _eigenvalues(stack.to(device=dev, dtype=dtype), method).to("cpu", torch.float64)
-                for (i, _), row in zip(part, ev):
-                    chunks[i].append(row)
-            for i in idx:
-                evals[i] = torch.sort(torch.cat(chunks[i])).values.numpy()
+    budget = reader.batch_elements if batch_elements is None else int(batch_elements)
+    batches = _batches(entries, budget)
+    with Progress(len(batches) + len(entries), "spectra", progress) as bar:
+        for batch in batches:
+            for i, ev in zip(batch, _batch_eigenvalues(entries, batch, reader.load, dtype, dev, method,
+                                                        reader.release)):
+                evals[i] = torch.sort(ev).values.numpy()
             bar.update()
         rows = []
         for k, (e, ev) in enumerate(zip(entries, evals)):
@@ -201,6 +255,7 @@ def analyze(model, data: Any = None, *, device: DeviceLike = "auto", embeddings:
                 ci = bootstrap_alpha(ev, fit, samples=bootstrap, level=level, seed=seed + k,
                                      mode=bootstrap_mode) if bootstrap else (np.nan, np.nan)
             rows.append(_metrics(e, ev, fit, ci, dtype, mp_fit))
+            reader.release()
             bar.update()
     table = pd.DataFrame(rows, columns=COLUMNS)
     offsets = np.concatenate([[0], np.cumsum([len(ev) for ev in evals])]).astype(np.int64)
@@ -211,5 +266,6 @@ def analyze(model, data: Any = None, *, device: DeviceLike = "auto", embeddings:
                     numerical_rank_tol="lambda > lambda_max * max(N, M) * eps(coarser of dtype, weight dtype)",
                     mp_softrank="weightwatcher mp_fit: linear KDE bw 0.1, brute+fmin sigma, bulk edge / lambda_max"
                     if mp_fit else "off")
+    settings.update(reader.settings, batch_elements=budget)
     return SpectraResult(settings=settings, table=table, evals=np.concatenate(evals), offsets=offsets,
                          skipped=skipped)

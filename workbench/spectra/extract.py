@@ -18,8 +18,12 @@ one empirical spectral density, and a scale applied to every slice.  The rules (
   3-D convolutions, grouped convolutions, parameters shared with one already reported) are listed in
   ``skipped`` with the reason.  Nothing is dropped silently.
 
-A plain state dict (name -> tensor) is accepted too: 2-D tensors are matrices, 3-/4-D tensors convolution
-kernels, 1-D tensors skipped.
+A plain state dict (name -> tensor), and a checkpoint file read through it (see
+:mod:`~workbench.spectra.checkpoint`), follows :func:`state_entry`: a 2-D floating-point tensor is a dense
+matrix, or kind ``embedding`` when its name identifies an embedding table (:func:`is_embedding_name`);
+3-/4-D floating-point tensors are convolution kernels ``(out, in, *kernel)``; 1-D and non-float tensors and
+non-tensors are skipped with the reason.  A state dict carries no modules, so the row's ``module`` is
+``"state_dict"``, and tied tensors (one table under two names) are analysed under both names.
 """
 from __future__ import annotations
 
@@ -87,19 +91,56 @@ def _from_tensor(name: str, w: torch.Tensor, module: str, param: str = "weight")
     return None, f"{w.dim()}-D tensor: no weight matrix"
 
 
+EMBEDDING_NAMES = ("wte", "wpe")  # GPT-2's token and position tables
+
+
+def is_embedding_name(name: str) -> bool:
+    """True if a state-dict name identifies an embedding table.
+
+    The owning module's name (the last dotted part once a trailing ``.weight`` is dropped) contains
+    ``embed`` (``embed_tokens``, ``word_embeddings``, ``position_embeddings``, ``embed_positions``, ...) or
+    is ``wte`` / ``wpe``.  Only that part counts: ``embeddings.LayerNorm.weight`` and
+    ``patch_embed.proj.weight`` (a convolution) are not embeddings.  Tables with other names (T5's
+    ``shared``, an untied ``lm_head``) are read as dense matrices.
+    """
+    base = name[:-len(".weight")] if name.endswith(".weight") else name
+    last = base.rsplit(".", 1)[-1].lower()
+    return "embed" in last or last in EMBEDDING_NAMES
+
+
+def state_entry(name: str, w, *, embeddings: bool = True) -> Tuple[WeightMatrix | None, str]:
+    """The :class:`WeightMatrix` of one state-dict entry, or ``(None, reason)``.
+
+    ``w`` may live on the ``meta`` device: a checkpoint is planned from its header this way (the slices
+    then carry the shape and dtype only) and the data read later.
+    """
+    if not isinstance(w, torch.Tensor):
+        return None, f"not a tensor ({type(w).__name__})"
+    if not w.is_floating_point():
+        return None, f"non-float tensor ({w.dtype}), e.g. a buffer"
+    if w.dim() == 2 and is_embedding_name(name):
+        if not embeddings:
+            return None, "embedding (embeddings=False)"
+        return WeightMatrix(name, "embedding", "state_dict", tuple(w.shape), _orient(w.detach()[None]), 1.0,
+                            ""), ""
+    return _from_tensor(name, w, "state_dict", "")
+
+
+def check_finite(entry: WeightMatrix, w: torch.Tensor, where: str = "") -> None:
+    """Refuse a weight with NaN/inf entries, naming the layer (and ``where`` it was read from)."""
+    if not bool(torch.isfinite(w).all()):
+        bad = int((~torch.isfinite(w)).sum())
+        raise ValueError(f"layer {entry.name!r} ({entry.module}){where} has {bad} non-finite weights (NaN/inf); "
+                         "fix or drop that layer before analysing")
+
+
 def iter_matrices(model, *, embeddings: bool = True) -> Tuple[List[WeightMatrix], List[Dict[str, str]]]:
     """All weight matrices of ``model`` (an ``nn.Module`` or a state dict) and the skipped entries."""
     found: List[WeightMatrix] = []
     skipped: List[Dict[str, str]] = []
     if isinstance(model, Mapping):
         for name, w in model.items():
-            if not isinstance(w, torch.Tensor):
-                skipped.append({"name": name, "reason": f"not a tensor ({type(w).__name__})"})
-                continue
-            if not w.is_floating_point():
-                skipped.append({"name": name, "reason": f"non-float tensor ({w.dtype}), e.g. a buffer"})
-                continue
-            entry, why = _from_tensor(name, w, "state_dict", "")
+            entry, why = state_entry(name, w, embeddings=embeddings)
             if entry is None:
                 skipped.append({"name": name, "reason": why})
             else:

@@ -31,7 +31,7 @@ DENSITY_THRESH = 0.01
 def _linear_kde(data: np.ndarray, x: np.ndarray, bw: float) -> np.ndarray:
     """Density of the linear (triangular) kernel estimate at ``x`` (as scikit-learn's ``KernelDensity``)."""
     out = np.zeros_like(x)
-    step = max(1, (1 << 22) // max(1, x.size))
+    step = max(1, (1 << 18) // max(1, x.size))  # (grid x chunk) blocks of 2 MB: memory stays small
     for s in range(0, data.size, step):
         d = data[s:s + step]
         out += np.clip(1.0 - np.abs(x[:, None] - d[None, :]) / bw, 0.0, None).sum(axis=1)
