@@ -171,11 +171,30 @@ def _refine(Xr: Any, cand: Any, k: int) -> Tuple[np.ndarray, np.ndarray]:
     ``Xr`` is a float64 NumPy array (CPU) or CUDA tensor.  Candidates are put in index order first and
     sorted stably by distance, so exact ties go to the lower index whichever search proposed them.
     """
-    on_cpu = isinstance(Xr, np.ndarray)
-    if on_cpu:
-        cand = np.sort(cand.cpu().numpy() if isinstance(cand, torch.Tensor) else cand, axis=1)
-    else:
-        cand = torch.sort(torch.as_tensor(cand, device=Xr.device), dim=1).values
+    if not isinstance(Xr, np.ndarray):
+        return _refine_torch(Xr, torch.as_tensor(cand, device=Xr.device), k)
+    cand = np.sort(cand.cpu().numpy() if isinstance(cand, torch.Tensor) else cand, axis=1)
+    n, kc = cand.shape
+    dists = np.empty((n, k))
+    index = np.empty((n, k), dtype=np.int64)
+    step = max(256, 2 ** 18 // Xr.shape[1])  # rows per block: ~2 MB of differences stay in cache
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        c, q = cand[start:stop], Xr[start:stop]
+        exact = np.empty(c.shape)
+        for j in range(kc):  # one candidate column at a time (measured 2-3x faster than one 3-D block)
+            diff = Xr[c[:, j]] - q
+            exact[:, j] = np.einsum("ij,ij->i", diff, diff)
+        np.sqrt(exact, out=exact)
+        order = np.argsort(exact, axis=1, kind="stable")[:, :k]
+        dists[start:stop] = np.take_along_axis(exact, order, 1)
+        index[start:stop] = np.take_along_axis(c, order, 1)
+    return dists, index
+
+
+def _refine_torch(Xr: torch.Tensor, cand: torch.Tensor, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`_refine` on a GPU."""
+    cand = torch.sort(cand, dim=1).values
     n, kc = cand.shape
     dists = np.empty((n, k))
     index = np.empty((n, k), dtype=np.int64)
@@ -184,16 +203,10 @@ def _refine(Xr: Any, cand: Any, k: int) -> Tuple[np.ndarray, np.ndarray]:
         stop = min(n, start + step)
         c = cand[start:stop]
         diff = Xr[c] - Xr[start:stop, None, :]
-        if on_cpu:
-            exact = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
-            order = np.argsort(exact, axis=1, kind="stable")[:, :k]
-            dists[start:stop] = np.take_along_axis(exact, order, 1)
-            index[start:stop] = np.take_along_axis(c, order, 1)
-        else:
-            exact = torch.sqrt((diff * diff).sum(-1))
-            order = torch.sort(exact, dim=1, stable=True).indices[:, :k]
-            dists[start:stop] = torch.gather(exact, 1, order).cpu().numpy()
-            index[start:stop] = torch.gather(c, 1, order).cpu().numpy()
+        exact = torch.sqrt((diff * diff).sum(-1))
+        order = torch.sort(exact, dim=1, stable=True).indices[:, :k]
+        dists[start:stop] = torch.gather(exact, 1, order).cpu().numpy()
+        index[start:stop] = torch.gather(c, 1, order).cpu().numpy()
     return dists, index
 
 
