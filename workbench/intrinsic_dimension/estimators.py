@@ -132,17 +132,34 @@ def _knn_method_arg(method: str, n: int, d: int, device: DeviceLike, name: str =
     return choose_knn_method(n, d, device) if method == "auto" else method
 
 
-def _candidates_tree(pts: np.ndarray, kc: int) -> np.ndarray:
-    """``kc`` candidate neighbours per point from a k-d tree (float64 coordinates, on the CPU)."""
+def _tree_query(tree: Any, queries: np.ndarray, own: np.ndarray, m: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The ``m`` nearest points to each query other than itself (``own``: the queries' indices)."""
+    dist, idx = tree.query(queries, m + 1, workers=-1)
+    dist, idx = dist.reshape(len(own), m + 1), np.asarray(idx, dtype=np.int64).reshape(len(own), m + 1)
+    mine = idx == own[:, None]
+    # a point with more than m copies of itself may be left out of its own list: drop the last instead
+    mine[~mine.any(1), -1] = True
+    return dist[~mine].reshape(-1, m), idx[~mine].reshape(-1, m)
+
+
+def _candidates_tree(pts: np.ndarray, k: int, kc: int) -> np.ndarray:
+    """Candidate neighbours from a k-d tree (float64 coordinates, on the CPU): the ``k + 1`` nearest, or
+    the ``kc`` nearest where the ``(k + 1)``-th ties the ``k``-th (within 1e-9: exact ties, or differences
+    the float64 rounding could reverse).  Rows are padded to one width by repeating their last
+    candidate, which the refinement never keeps."""
     from scipy.spatial import cKDTree
 
     n = pts.shape[0]
-    _, idx = cKDTree(pts, leafsize=32).query(pts, kc + 1, workers=-1)
-    idx = np.asarray(idx, dtype=np.int64).reshape(n, kc + 1)
-    own = idx == np.arange(n)[:, None]
-    # a point with more than kc copies of itself may be left out of its own list: drop the last instead
-    own[~own.any(1), -1] = True
-    return idx[~own].reshape(n, kc)
+    tree = cKDTree(pts, leafsize=32)  # measured ~20 % faster than the default 16 on 10-d Gaussian points
+    first = min(n - 1, k + 1)
+    rows = np.arange(n)
+    dist, idx = _tree_query(tree, pts, rows, first)
+    cand = np.concatenate([idx, np.repeat(idx[:, -1:], max(0, kc - first), axis=1)], axis=1)
+    if first > k and kc > first:
+        crowded = dist[:, k] <= dist[:, k - 1] * (1 + 1e-9)
+        if crowded.any():
+            cand[crowded] = _tree_query(tree, pts[crowded], rows[crowded], kc)[1]
+    return cand
 
 
 def _candidates_brute(pts: torch.Tensor, dev: torch.device, kc: int, chunk: Optional[int],
@@ -214,11 +231,12 @@ def knn(X: Any, k: int, *, device: DeviceLike = "auto", chunk: Optional[int] = N
         margin: int = 4, symmetric: Optional[bool] = None, method: str = "auto") -> Tuple[np.ndarray, np.ndarray]:
     """Exact ``k`` nearest neighbours of every point among the others: ``(distances, indices)``, ``(N, k)``.
 
-    Distances are sorted ascending and exclude the point itself.  Both searches propose ``k + margin``
-    candidates per point, whose distances are then measured in float64 from the coordinate differences
-    (on ``device``) and the ``k`` smallest kept, exact ties going to the lower index.  The two searches
-    therefore give the same distances, and the same indices unless more points tie at the ``k``-th
-    distance than the margin holds.
+    Distances are sorted ascending and exclude the point itself.  Each search proposes candidates (the
+    brute search ``k + margin`` per point; the tree the ``k + 1`` nearest, and ``k + margin`` where the
+    ``(k + 1)``-th ties the ``k``-th), whose distances are then measured in float64 from the coordinate
+    differences (on ``device``) and the ``k`` smallest kept, exact ties going to the lower index.  The
+    two searches therefore give the same distances, and the same indices unless more points tie at the
+    ``k``-th distance than the margin holds.
 
     ``method``: ``"tree"`` queries a k-d tree (SciPy's ``cKDTree``, all CPU cores); ``"brute"`` ranks
     candidates by a float32 (or, on the CPU, the input's float64) distance expansion computed in blocks
@@ -243,7 +261,7 @@ def knn(X: Any, k: int, *, device: DeviceLike = "auto", chunk: Optional[int] = N
     # float64 holds float32 input exactly: the differences are taken in float64, on the GPU or in NumPy
     X64 = pts.to(dev, torch.float64) if dev.type == "cuda" else pts.cpu().double().numpy()
     if method == "tree":
-        cand = _candidates_tree(X64 if isinstance(X64, np.ndarray) else pts.cpu().double().numpy(), kc)
+        cand = _candidates_tree(X64 if isinstance(X64, np.ndarray) else pts.cpu().double().numpy(), k, kc)
     else:  # symmetric=None is off: measured, the merging of running lists costs what the halved products save
         cand = _candidates_brute(pts, dev, kc, chunk, bool(symmetric))
     return _refine(X64, cand, k)
