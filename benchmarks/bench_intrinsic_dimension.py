@@ -8,8 +8,9 @@ Run:  python benchmarks/bench_intrinsic_dimension.py [--n 10000] [--features 768
    The speed-up is also printed as a ratio to the 10x target (>= 1 meets it).
 1b. TwoNN on many points in few dimensions (``--low-n`` points, default 100,000, in ``--low-features``,
    default 10): a full-rank Gaussian (the hardest case for a tree search) and a 5-dimensional sphere
-   embedded linearly, against ``skdim.id.TwoNN``; the neighbour search ``knn`` chose is printed.
-   ``--repeat`` times each side that many times (best of).
+   embedded linearly, against ``skdim.id.TwoNN``; the neighbour search ``knn`` chose is printed (a
+   k-d tree on the CPU uses all cores, whatever ``--threads`` says; scikit-dimension's search runs on
+   one).  ``--repeat`` times each side of cases 1 and 1b that many times (best of).
 2. Projections at D = 10^6 for d = 10^3, 10^4, 10^5: time per training step (forward + backward of the
    projection), the memory the projection holds, and the measured peak memory of building it and
    taking one step (peak RSS increase on CPU, ``torch.cuda.max_memory_allocated`` on GPU; each
@@ -18,7 +19,7 @@ Run:  python benchmarks/bench_intrinsic_dimension.py [--n 10000] [--features 768
    regenerated chunk by chunk from its seed (O(d) memory held; one step redraws all D x d numbers twice,
    so it is timed up to ``--regen-max-d`` and its step time is extrapolated linearly in d above that).
 
-Smoke run:  python benchmarks/bench_intrinsic_dimension.py --n 500 --features 32 --low-n 3000 --D 20000 --dims 100
+Smoke run:  python benchmarks/bench_intrinsic_dimension.py --n 500 --features 32 --low-n 6000 --D 20000 --dims 100
 """
 from __future__ import annotations
 

@@ -412,9 +412,10 @@ def test_estimators_identical_under_both_searches(duplicates):
                     for m in ("tree", "brute")}
         for tree, brute in zip(runs["tree"], runs["brute"]):
             assert tree.settings["knn"] == "tree" and brute.settings["knn"] == "brute"
-            assert tree.dimension == pytest.approx(brute.dimension, rel=1e-12) and np.isfinite(tree.dimension)
+            # one float64 refinement of the same neighbours: the same numbers, bit for bit
+            assert tree.dimension == brute.dimension and np.isfinite(tree.dimension)
             assert (tree.n_used, tree.n_duplicates) == (brute.n_used, brute.n_duplicates)
-            np.testing.assert_allclose(tree.pointwise, brute.pointwise, rtol=1e-12)
+            assert np.array_equal(tree.pointwise, brute.pointwise)
     assert runs["tree"][0].n_duplicates == (65 if duplicates == "unique" else 125)
 
 
@@ -426,6 +427,9 @@ def test_knn_method_rule_by_shape():
     assert choose_knn_method(10_000, 768, "cpu") == "brute"
     assert choose_knn_method(100_000, 768, "cpu") == "brute"
     assert choose_knn_method(1_000, 10, "cpu") == "brute"  # few points: the products are fast
+    # the documented bounds
+    assert choose_knn_method(50_000, 12, "cpu") == "tree" and choose_knn_method(50_000, 13, "cpu") == "brute"
+    assert choose_knn_method(5_000, 3, "cpu") == "tree" and choose_knn_method(4_999, 3, "cpu") == "brute"
     # what "auto" picks is what the estimators record
     small, large = _sphere(800, 2, seed=8), _sphere(6000, 2, seed=8)
     assert I.twonn(small, device="cpu").settings["knn"] == "brute"

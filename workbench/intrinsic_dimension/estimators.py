@@ -103,8 +103,9 @@ def _candidates_symmetric(Xw: torch.Tensor, sq: torch.Tensor, kc: int, chunk: in
 
 
 # The shape rule of method="auto" on the CPU.  Measured on full-rank Gaussian points (the hardest case
-# for a tree), 50,000 points, k = 2: the tree takes 0.2x the CPU time of the products at 8 features,
-# 0.56x at 12 and 3x at 16; below a few thousand points both take a fraction of a second.
+# for a tree), 50,000 points: with k = 2 the tree takes 0.09x the CPU time of the products at 8
+# features, 0.40x at 12, 0.84x at 14 and 2.2x at 16; with k = 20, 0.25x at 8 and 0.85x at 12.  Below
+# a few thousand points both take a fraction of a second.
 TREE_MAX_FEATURES = 12
 TREE_MIN_POINTS = 5000
 KNN_METHODS = ("auto", "tree", "brute")
