@@ -6,6 +6,11 @@ Run:  python benchmarks/bench_intrinsic_dimension.py [--n 10000] [--features 768
    20-dimensional curved manifold embedded linearly, plus small noise): workbench vs
    ``skdim.id.TwoNN`` / ``skdim.id.MLE``, times, speed-up and agreement.
    The speed-up is also printed as a ratio to the 10x target (>= 1 meets it).
+1b. TwoNN on many points in few dimensions (``--low-n`` points, default 100,000, in ``--low-features``,
+   default 10): a full-rank Gaussian (the hardest case for a tree search) and a 5-dimensional sphere
+   embedded linearly, against ``skdim.id.TwoNN``; the neighbour search ``knn`` chose is printed (a
+   k-d tree on the CPU uses all cores, whatever ``--threads`` says; scikit-dimension's search runs on
+   one).  ``--repeat`` times each side of cases 1 and 1b that many times (best of).
 2. Projections at D = 10^6 for d = 10^3, 10^4, 10^5: time per training step (forward + backward of the
    projection), the memory the projection holds, and the measured peak memory of building it and
    taking one step (peak RSS increase on CPU, ``torch.cuda.max_memory_allocated`` on GPU; each
@@ -14,7 +19,7 @@ Run:  python benchmarks/bench_intrinsic_dimension.py [--n 10000] [--features 768
    regenerated chunk by chunk from its seed (O(d) memory held; one step redraws all D x d numbers twice,
    so it is timed up to ``--regen-max-d`` and its step time is extrapolated linearly in d above that).
 
-Smoke run:  python benchmarks/bench_intrinsic_dimension.py --n 500 --features 32 --D 20000 --dims 100
+Smoke run:  python benchmarks/bench_intrinsic_dimension.py --n 500 --features 32 --low-n 6000 --D 20000 --dims 100
 """
 from __future__ import annotations
 
@@ -44,6 +49,17 @@ def timed(fn, repeat=1):
     return best, out
 
 
+def timed_cpu(fn, repeat=1):
+    """Best wall-clock and best CPU seconds (all threads of the process) over ``repeat`` calls."""
+    wall = cpu = float("inf")
+    out = None
+    for _ in range(repeat):
+        t, c = time.perf_counter(), time.process_time()
+        out = fn()
+        wall, cpu = min(wall, time.perf_counter() - t), min(cpu, time.process_time() - c)
+    return wall, cpu, out
+
+
 def manifold(n, features, dim=20, seed=0):
     rng = np.random.default_rng(seed)
     Z = rng.standard_normal((n, dim + 1))
@@ -55,7 +71,8 @@ def manifold(n, features, dim=20, seed=0):
 TARGET_SPEEDUP = 10.0  # the issue's target: at least 10x faster than scikit-dimension on CPU
 
 
-def bench_estimators(n, features, device):
+def bench_estimators(n, features, device, repeat=1):
+    """Case 1: the estimators on ``n`` x ``features``; one dict of figures per estimator."""
     import skdim
 
     X = manifold(n, features)
@@ -70,13 +87,51 @@ def bench_estimators(n, features, device):
         ("mle k=20", lambda: mle(X, k=20, device=device).dimension, lambda: skdim.id.MLE().fit(X).dimension_),
     ]
     for name, ours, theirs in cases:
-        t_ours, d_ours = timed(ours)
-        t_them, d_them = timed(theirs)
-        rows.append((name, t_ours, t_them, d_ours, d_them))
+        t_ours, d_ours = timed(ours, repeat)
+        t_them, d_them = timed(theirs, repeat)
+        rows.append(dict(work=name, size=f"{n} x {features}", ours_s=t_ours, peer_s=t_them, dimension=d_ours,
+                         peer_dimension=float(d_them), agreement=float(abs(d_ours - d_them) / abs(d_them))))
         speedup = t_them / t_ours
         verdict = "meets" if speedup >= TARGET_SPEEDUP else "below"
         print(f"{name:<12}{t_ours:>12.2f}{t_them:>10.2f}{speedup:>9.1f}x{speedup / TARGET_SPEEDUP:>8.2f} {verdict:<5}"
               f"{d_ours:>11.3f}{d_them:>9.3f}")
+    return rows
+
+
+def low_dim_points(n, features, kind="gaussian", seed=0):
+    """``n`` points in ``features`` dimensions: a full-rank Gaussian, or a 5-sphere embedded linearly."""
+    rng = np.random.default_rng(seed)
+    if kind == "gaussian":
+        return rng.standard_normal((n, features))
+    Z = rng.standard_normal((n, 6))
+    Z /= np.linalg.norm(Z, axis=1, keepdims=True)
+    return Z @ rng.standard_normal((6, features))
+
+
+def bench_twonn_low_dim(n=100_000, features=10, device="auto", kind="gaussian", repeat=1):
+    """Case 1b: TwoNN (fit) on many points in few dimensions against ``skdim.id.TwoNN``, one dict of figures."""
+    import skdim
+
+    X = low_dim_points(n, features, kind)
+    t_ours, c_ours, est = timed_cpu(lambda: twonn(X, device=device), repeat)
+    t_them, c_them, d_them = timed_cpu(lambda: skdim.id.TwoNN().fit(X).dimension_, repeat)
+    return dict(work=f"twonn-fit ({kind})", size=f"{n} x {features}", ours_s=t_ours, peer_s=t_them,
+                ours_cpu_s=c_ours, peer_cpu_s=c_them, dimension=est.dimension, peer_dimension=float(d_them),
+                agreement=float(abs(est.dimension - d_them) / abs(d_them)), knn=est.settings["knn"])
+
+
+def report_twonn_low_dim(n, features, device, repeat):
+    print(f"\n## TwoNN on {n} points in {features} dimensions, device {describe(device)} (best of {repeat})")
+    print("(wall-clock seconds, and CPU seconds of all threads: the CPU figures are the steadier on a shared machine)")
+    print(f"{'data':<22}{'knn':>6}{'workbench s':>13}{'skdim s':>9}{'speed-up':>10}{'cpu s':>8}{'skdim cpu':>11}"
+          f"{'workbench':>12}{'skdim':>12}{'rel. diff':>11}")
+    rows = []
+    for kind in ("gaussian", "sphere5"):
+        r = bench_twonn_low_dim(n, features, device, kind, repeat)
+        rows.append(r)
+        print(f"{r['work']:<22}{r['knn']:>6}{r['ours_s']:>13.2f}{r['peer_s']:>9.2f}{r['peer_s'] / r['ours_s']:>9.2f}x"
+              f"{r['ours_cpu_s']:>8.2f}{r['peer_cpu_s']:>11.2f}{r['dimension']:>12.6f}{r['peer_dimension']:>12.6f}"
+              f"{r['agreement']:>11.1e}", flush=True)
     return rows
 
 
@@ -210,13 +265,19 @@ def main():
                     help="largest d at which the regenerated dense projection is timed (slower above: extrapolated)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--low-n", type=int, default=100_000, help="points of the few-dimensions TwoNN case")
+    ap.add_argument("--low-features", type=int, default=10, help="dimensions of the few-dimensions TwoNN case")
+    ap.add_argument("--repeat", type=int, default=1, help="timings per estimator case (best of)")
     ap.add_argument("--skip-estimators", action="store_true")
+    ap.add_argument("--skip-low-dim", action="store_true")
     ap.add_argument("--skip-projections", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     if not args.skip_estimators:
-        bench_estimators(args.n, args.features, args.device)
+        bench_estimators(args.n, args.features, args.device, args.repeat)
+    if not args.skip_low_dim:
+        report_twonn_low_dim(args.low_n, args.low_features, args.device, args.repeat)
     if not args.skip_projections:
         bench_projections(args.D, args.dims, args.device, args.dense_max_gb, args.threads, args.chunk_rows,
                           args.regen_max_d)

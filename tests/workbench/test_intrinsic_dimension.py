@@ -339,6 +339,122 @@ def test_knn_matches_brute_force():
         assert np.array_equal(idx, order)
 
 
+def _exact_neighbours(X, k):
+    """Ground truth: all pairwise distances, ties to the lower index (a stable sort)."""
+    from scipy.spatial.distance import cdist
+
+    full = cdist(X, X)
+    np.fill_diagonal(full, np.inf)
+    order = np.argsort(full, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(full, order, 1), order
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", [1, 2, 7, 20])
+def test_knn_tree_matches_brute(k, dtype):
+    X = _linear_manifold(1200, 3, 6, seed=5).astype(dtype)
+    d_tree, i_tree = I.knn(X, k, device="cpu", method="tree")
+    d_brute, i_brute = I.knn(X, k, device="cpu", method="brute")
+    np.testing.assert_allclose(d_tree, d_brute, rtol=1e-12, atol=0)
+    assert np.array_equal(i_tree, i_brute)
+    d_true, i_true = _exact_neighbours(X.astype(np.float64), k)  # float64 differences of the given values
+    np.testing.assert_allclose(d_tree, d_true, rtol=1e-12, atol=0)
+    assert np.array_equal(i_tree, i_true)
+
+
+@pytest.mark.parametrize("k", [1, 4, 5, 8])
+def test_knn_tree_matches_brute_on_exact_ties(k):
+    # an integer grid: every interior point has 4 neighbours at 1, 4 at sqrt(2), 4 at 2 (exact distances)
+    G = np.stack(np.meshgrid(np.arange(15), np.arange(12)), -1).reshape(-1, 2).astype(float)
+    d_true, i_true = _exact_neighbours(G, k)
+    for method in ("tree", "brute"):
+        d, i = I.knn(G, k, device="cpu", method=method)
+        assert np.array_equal(d, d_true), method
+        assert np.array_equal(i, i_true), method  # ties go to the lower index in both searches
+
+
+def test_knn_tree_matches_brute_on_duplicates():
+    X = _linear_manifold(600, 3, 5, seed=6)
+    Xd = np.vstack([X, X[:50], X[:10], np.repeat(X[100:101], 8, axis=0)])  # pairs, triples, 9 copies of one
+    from scipy.spatial.distance import cdist
+
+    full = cdist(Xd, Xd)
+    np.fill_diagonal(full, np.inf)
+    for k in (1, 2, 6):
+        d_true, i_true = _exact_neighbours(Xd, k)
+        d_tree, i_tree = I.knn(Xd, k, device="cpu", method="tree")
+        d_brute, i_brute = I.knn(Xd, k, device="cpu", method="brute")
+        assert np.array_equal(d_tree, d_brute)
+        np.testing.assert_allclose(d_tree, d_true, rtol=1e-12, atol=0)
+        assert (d_tree[:, 0] == 0).sum() == 2 * 40 + 3 * 10 + 9
+        # the indices agree wherever the points tied at the k-th distance fit in the k + 4 candidates
+        crowded = (full <= d_true[:, -1:]).sum(1) > k + 4
+        assert 0 < crowded.sum() <= 20  # the 9 copies of one point (k < 6), or some points near them (k = 6)
+        for i in (i_tree, i_brute):
+            assert np.array_equal(i[~crowded], i_true[~crowded])
+            # elsewhere each index is a point at the stated distance
+            np.testing.assert_allclose(np.take_along_axis(full, i, 1), d_true, rtol=1e-12, atol=0)
+    # more copies than candidates (k + margin = 3 < 8 other copies): the point itself is still never returned
+    copies = np.flatnonzero((Xd == X[100]).all(1))
+    for method in ("tree", "brute"):
+        d, i = I.knn(Xd, 2, device="cpu", method=method, margin=1)
+        assert (d[copies] == 0).all() and np.isin(i[copies], copies).all()
+        assert not (i == np.arange(len(Xd))[:, None]).any()
+
+
+@pytest.mark.parametrize("duplicates", ["unique", "drop"])
+def test_estimators_identical_under_both_searches(duplicates):
+    X = _sphere(1500, 3, seed=7)
+    Xd = np.vstack([X, X[:60], X[:5]])
+    for points in (X, Xd):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            runs = {m: (I.twonn(points, duplicates=duplicates, device="cpu", knn_method=m),
+                        I.twonn(points, method="mle", duplicates=duplicates, device="cpu", knn_method=m),
+                        I.mle(points, k=10, duplicates=duplicates, device="cpu", knn_method=m))
+                    for m in ("tree", "brute")}
+        for tree, brute in zip(runs["tree"], runs["brute"]):
+            assert tree.settings["knn"] == "tree" and brute.settings["knn"] == "brute"
+            # one float64 refinement of the same neighbours: the same numbers, bit for bit
+            assert tree.dimension == brute.dimension and np.isfinite(tree.dimension)
+            assert (tree.n_used, tree.n_duplicates) == (brute.n_used, brute.n_duplicates)
+            assert np.array_equal(tree.pointwise, brute.pointwise)
+    assert runs["tree"][0].n_duplicates == (65 if duplicates == "unique" else 125)
+
+
+def test_knn_method_rule_by_shape():
+    from workbench.intrinsic_dimension.estimators import choose_knn_method
+
+    assert choose_knn_method(100_000, 10, "cpu") == "tree"
+    assert choose_knn_method(1_000_000, 3, "cpu") == "tree"
+    assert choose_knn_method(10_000, 768, "cpu") == "brute"
+    assert choose_knn_method(100_000, 768, "cpu") == "brute"
+    assert choose_knn_method(1_000, 10, "cpu") == "brute"  # few points: the products are fast
+    # the documented bounds
+    assert choose_knn_method(50_000, 12, "cpu") == "tree" and choose_knn_method(50_000, 13, "cpu") == "brute"
+    assert choose_knn_method(5_000, 3, "cpu") == "tree" and choose_knn_method(4_999, 3, "cpu") == "brute"
+    # what "auto" picks is what the estimators record
+    small, large = _sphere(800, 2, seed=8), _sphere(6000, 2, seed=8)
+    assert I.twonn(small, device="cpu").settings["knn"] == "brute"
+    assert I.twonn(large, device="cpu").settings["knn"] == "tree"
+    assert I.mle(large, k=5, device="cpu").settings["knn"] == "tree"
+    assert I.mle(large @ np.ones((3, 40)), k=5, device="cpu").settings["knn"] == "brute"
+
+
+def test_knn_method_errors():
+    X = np.random.default_rng(0).random((50, 3))
+    with pytest.raises(ValueError, match="method='ball'"):
+        I.knn(X, 2, method="ball")
+    with pytest.raises(ValueError, match="knn_method='kd'"):
+        I.twonn(X, knn_method="kd")
+    with pytest.raises(ValueError, match="knn_method='kd'"):
+        I.mle(X, k=5, knn_method="kd")
+    with pytest.raises(ValueError, match="symmetric=True"):
+        I.knn(X, 2, method="tree", symmetric=True)
+    with pytest.raises(ValueError, match="margin=-1"):
+        I.knn(X, 2, margin=-1)
+
+
 @pytest.mark.parametrize("maker,dim", [(_linear_manifold, 5), (_sphere, 3)])
 def test_estimators_recover_known_dimension(maker, dim):
     X = maker()
@@ -483,3 +599,16 @@ def test_a_target_at_chance_level_is_refused():
     with pytest.raises(ValueError, match="most common class"):
         I.analyze(torch.nn.Sequential(torch.nn.Linear(4, 10)), (X, y), baseline=0.1, threshold=0.9, seeds=1, d_max=4,
                   cache=False, progress=False)
+
+
+@pytest.mark.gpu
+def test_gpu_knn_searches_agree():
+    from workbench.intrinsic_dimension.estimators import choose_knn_method
+
+    assert choose_knn_method(100_000, 10, "cuda") == "brute"
+    X = _linear_manifold(3000, 3, 6, seed=9)
+    d_gpu, i_gpu = I.knn(X, 5, device="cuda", method="brute")
+    d_tree, i_tree = I.knn(X, 5, device="cpu", method="tree")
+    np.testing.assert_allclose(d_gpu, d_tree, rtol=1e-12)
+    assert np.array_equal(i_gpu, i_tree)
+    assert I.twonn(X, device="cuda").settings["knn"] == "brute"
