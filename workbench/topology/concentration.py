@@ -247,9 +247,9 @@ def concentration(train: Any, *, val: Any = None, test: Any = None, k: int = 1,
         den = den_base - (1.0 if s == "train" else 0.0)
         ok = (deg[s] > 0) & (den > 0) & (deg["train"] >= (2 if s == "train" else 1))
         out[s] = np.zeros(n) if subset is None else np.full(n, np.nan)
-        out[s][ok] = num[t][ok] / (deg[s][ok] * den[ok])
         if subset is not None:
-            out[s][subset[~ok[subset]]] = 0.0
+            out[s][subset], ok = 0.0, ok & np.isin(np.arange(n), subset)
+        out[s][ok] = num[t][ok] / (deg[s][ok] * den[ok])
     return TCResult(
         train=out["train"], val=out["val"], test=out["test"], nodes=subset,
         degree_train=deg["train"].astype(np.int64), degree_val=deg["val"].astype(np.int64),
