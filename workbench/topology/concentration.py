@@ -393,13 +393,12 @@ def _pair_values(be, X, u, w, ball, bk, bar, threads):
         return np.zeros(0), np.zeros(0)
     starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])  # first edge of every distinct u
     heads, ends = u[starts], np.r_[starts[1:], len(u)]
-    bounds, i, acc = [], 0, 0
-    for j, size in enumerate(ball[heads]):  # rows x (union width + 1) <= _TABLE, union <= n
-        if j > i and (j - i + 1) * (min(n, acc + size) + 1) > _TABLE:
+    bounds, i, acc, table = [], 0, 0, 1
+    for j, size in enumerate(ball[heads].tolist() + [0]):  # rows x (union width + 1) <= _TABLE
+        if j == len(heads) or (j > i and (j - i + 1) * (min(n, acc + size) + 1) > _TABLE):
             bounds.append((i, j))
-            i, acc = j, 0
+            i, acc, table = j, 0, max(table, (j - i) * (min(n, acc) + 1))
         acc += size
-    bounds.append((i, len(heads)))
     bar.set_total(len(bounds))
     vu, vw, d_w = xp.zeros(len(u)), xp.zeros(len(u)), xp.asarray(w)
     slot = np.repeat(np.arange(len(heads)), ends - starts)  # index of u among the heads
@@ -407,7 +406,7 @@ def _pair_values(be, X, u, w, ball, bk, bar, threads):
 
     def run(bound):
         if not hasattr(local, "tab"):  # per-thread workspace
-            local.tab = xp.zeros(max(_TABLE, n + 1), dtype=xp.complex128)
+            local.tab = xp.zeros(table, dtype=xp.complex128)
             local.mark, local.loc = xp.zeros(n, dtype=bool), xp.zeros(n, dtype=be.index)
         tab, loc = local.tab, local.loc
         (b0, b1), p0 = bound, int(starts[bound[0]])
