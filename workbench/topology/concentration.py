@@ -331,7 +331,8 @@ def _walk_rows(be, a, rows: np.ndarray, k: int, walks: np.ndarray, max_block_nnz
             xp.empty(int(c.sum()), dtype=t)) for c, t in zip(cap, kinds)]
 
     def expand(bound):
-        x, levels = mats[0][be.xp.asarray(rows[bound[0]:bound[1]])], []
+        sel = rows[bound[0]:bound[1]]
+        x, levels = be.sp.csr_matrix(_take_rows(xp, mats[0], xp.asarray(sel))[::-1], shape=(len(sel), n)), []
         for q in range(k):
             x = x if q == 0 else (x if x.dtype == kinds[q] else x.astype(kinds[q])) @ mats[q]
             levels.append(x)
@@ -445,7 +446,7 @@ def _fill_table(be, X, block, bk, tab, mark, loc):
     base, touched = xp.arange(len(block), dtype=be.index) * width, []
     for q, ((ptr, _, dat), c) in enumerate(zip(parts, cols)):
         touched.append(_per_entry(xp, base, ptr) + loc[c])
-        tab[touched[-1]] += bk[q] * (dat + 1j)
+        tab[touched[-1]] += bk[q] * (dat.astype(xp.float64) + 1j)
     return width, xp.concatenate(touched)
 
 
