@@ -223,7 +223,7 @@ def concentration(train: Any, *, val: Any = None, test: Any = None, k: int = 1,
     one entry per node is kept, NaN outside ``nodes`` (``TCResult.nodes``; ``defined`` excludes them).
     The k-hop rows kept take at most ``max_memory`` bytes (8 per walk count), beyond it the nodes are
     done in halves; ``max_block_nnz`` bounds one block of the k-hop expansion; ``threads`` (default
-    ``torch.get_num_threads()``, 1 on a GPU) work on blocks side by side.  See ``_pair_numerators``.
+    ``torch.get_num_threads()`` up to 8, 1 on a GPU) work on blocks side by side.  See ``_pair_numerators``.
     """
     if not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_K:
         raise ValueError(f"k={k!r} must be an integer number of hops in 1..{MAX_K}")
@@ -236,7 +236,7 @@ def concentration(train: Any, *, val: Any = None, test: Any = None, k: int = 1,
     deg = {s: np.bincount(edges[s].ravel(), minlength=n).astype(np.float64) for s in SPLITS}
     beta = float(n / (2.0 * len(edges["train"])))
     bk, walks, be = beta ** np.arange(k), _walk_counts(a, k), _Sparse(device)
-    threads = (1 if be.gpu else torch.get_num_threads()) if threads is None else max(1, int(threads))
+    threads = (1 if be.gpu else min(8, torch.get_num_threads())) if threads is None else max(1, int(threads))
     with Progress(1, f"TC k={k}", progress) as bar:
         num, blocks, passes = _numerators(be, a, edges, subset, bk, walks, (max_block_nnz, max_memory, threads),
                                           bar)
@@ -327,8 +327,9 @@ def _walk_rows(be, a, rows: np.ndarray, k: int, walks: np.ndarray, max_block_nnz
     bounds = _blocks(cap.sum(axis=0) + 1, max_block_nnz)
     kinds = [np.float32 if walks[q].max() < 2 ** 24 else np.float64 for q in range(k)]
     mats = [be.put(a.astype(t)) for t in kinds]
-    out = [(xp.zeros(len(rows) + 1, dtype=xp.int64), xp.empty(int(c.sum()), dtype=xp.int32),
-            xp.empty(int(c.sum()), dtype=t)) for c, t in zip(cap, kinds)]
+    most = max([0] + [cap[:, lo:hi].sum() for lo, hi in bounds]) + max_memory // 8  # entries ever copied
+    out = [(xp.zeros(len(rows) + 1, dtype=xp.int64), xp.empty(int(min(c.sum(), most)), dtype=xp.int32),
+            xp.empty(int(min(c.sum(), most)), dtype=t)) for c, t in zip(cap, kinds)]
 
     def expand(bound):
         sel = rows[bound[0]:bound[1]]
