@@ -527,3 +527,17 @@ def test_analyze_uses_atc_above_the_cost_limit_and_measures_its_agreement():
                       tc_limit=1e3).settings["variant"] == "exact-tc"
     with pytest.raises(ValueError, match="tc='fast'"):
         tp.analyze(split, k=2, model="cn", device="cpu", tc="fast")
+
+
+@pytest.mark.gpu
+def test_gpu_edge_method_on_hubs_and_subsets():
+    split = tp.split_edges(tp.builtin("powerlaw_cluster", n=3000, m=4, seed=0), seed=0)
+    pick = np.arange(0, 3000, 7)
+    for k in (2, 3):
+        cpu = tp.concentration(split, k=k, device="cpu")
+        gpu = tp.concentration(split, k=k, device="cuda")
+        part = tp.concentration(split, k=k, device="cuda", nodes=pick, max_memory=5e6)
+        assert gpu.settings["backend"] == "cupy" and part.settings["passes"] > 1
+        for s in ("train", "val", "test"):
+            np.testing.assert_allclose(getattr(gpu, s), getattr(cpu, s), rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(getattr(part, s)[pick], getattr(cpu, s)[pick], rtol=1e-12, atol=1e-15)
