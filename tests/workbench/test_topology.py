@@ -210,6 +210,34 @@ def test_edge_method_matches_dense_products_on_a_hub_graph(k, monkeypatch):
         np.testing.assert_allclose(getattr(small, s), want[s], rtol=1e-12, atol=1e-15)
 
 
+def test_cupy_code_path_emulated_with_numpy(monkeypatch):
+    # the CuPy branches (binary-search repeats, bincount row sums, int32 indices, one thread) run here with
+    # NumPy behind a namespace that is not numpy itself
+    import types
+
+    from workbench.backend import resolve_device
+
+    conc = sys.modules["workbench.topology.concentration"]
+    proxy = types.SimpleNamespace(**{name: getattr(np, name) for name in dir(np) if not name.startswith("_")})
+
+    class Emulated(conc._Sparse):
+        def __init__(self, device):
+            self.device, self.xp, self.gpu, self.sp, self.index = resolve_device("cpu"), proxy, True, sps, np.int32
+
+    split = _hub_graph(1)
+    want = {k: tp.concentration(split, k=k, device="cpu") for k in (1, 3)}
+    monkeypatch.setattr(conc, "_Sparse", Emulated)
+    monkeypatch.setattr(conc, "_TABLE", 256)
+    for k in (1, 3):
+        got = tp.concentration(split, k=k, device="cpu", max_block_nnz=200)
+        part = tp.concentration(split, k=k, device="cpu", nodes=[0, 5, 44, 60])
+        assert got.settings["backend"] == "cupy" and got.settings["threads"] == 1
+        for s in ("train", "val", "test"):
+            np.testing.assert_allclose(getattr(got, s), getattr(want[k], s), rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(getattr(part, s)[[0, 5, 44, 60]], getattr(want[k], s)[[0, 5, 44, 60]],
+                                       rtol=1e-12, atol=1e-15)
+
+
 def test_node_subset_equals_full_computation():
     split = tp.split_edges(tp.builtin("powerlaw_cluster", n=600, m=3, seed=4), seed=2)
     full = tp.concentration(split, k=3, device="cpu")
