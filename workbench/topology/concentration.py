@@ -202,7 +202,7 @@ class ATCResult(Result):
 # --------------------------------------------------------------------------------------------
 # TC
 # --------------------------------------------------------------------------------------------
-_TABLE = 1 << 22  # entries of one table of dense S + iT rows (complex128: 64 MB per thread)
+_TABLE = 1 << 21  # entries of one table of dense S + iT rows (complex128: 32 MB per thread)
 _CHUNK = 1 << 18  # stored entries gathered per step (the temporaries stay in cache)
 
 
