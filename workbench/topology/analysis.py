@@ -22,7 +22,7 @@ PREDICTORS = ("tc_train", "tc_val", "tc_test", "atc_val", "atc_test", "degree_tr
 # tc="auto" computes exact TC of every node up to this estimated work (k-hop entries iterated, tc_cost)
 # and uses ATC beyond it, with exact TC on a seeded sample of TC_SAMPLE nodes.  For scale: a power-law
 # cluster graph with 200,000 edges (hubs of degree ~1,500) costs 3e8 at k=3, a random geometric graph with
-# 1.4 million edges 1e8; 2e9 is about a minute of exact TC on two CPU cores
+# 1.4 million edges 1e8; 2e9 is of the order of a minute of exact TC on two CPU cores
 TC_AUTO_LIMIT = 2e9
 TC_SAMPLE = 500
 
@@ -61,7 +61,7 @@ def analyze(graph: Any, *, k: int = 1, val: float = 0.1, test: float = 0.2, mode
     """Split ``graph`` (or use an :class:`EdgeSplit` as is), compute TC at ``k`` hops for all splits,
     ATC, degrees and K-hop density, train ``model`` ("gcn" or "cn"), score every test node and correlate.
     ``tc``: ``"exact"``, ``"atc"`` (exact TC on a seeded sample of nodes only) or ``"auto"``: exact when
-    :func:`tc_cost` is at most ``tc_limit``.
+    :func:`tc_cost` is at most ``tc_limit`` (``reweight="tc"`` still computes the exact Train-TC).
     """
     split = graph if isinstance(graph, EdgeSplit) else split_edges(graph, val=val, test=test, seed=seed)
     atc = approximate_concentration(split, k=k, similarity=similarity, seed=seed, device=device)
