@@ -11,6 +11,7 @@ so that another script can import and call them:
 * :func:`case_hubs`: K = 3 on a power-law cluster graph with 50,000 nodes and 200,000 edges (hubs of
   degree ~1,500 make the k-hop supports of their neighbours nearly dense), ours against the block method;
 * :func:`case_subset`: TC of a few hundred nodes only (``nodes=``) against the full computation;
+* :func:`case_atc_agreement`: ATC's rank agreement with exact TC on a node sample and on all nodes;
 * :func:`case_walks`: K = 1..4 on graphs of about 3,000 nodes against the walk expansion of the public
   reference implementation (``walk_concentration(cache=False)``); when that exceeds its time budget it is
   timed on a node sample and scaled to all nodes (``extrapolated``);
@@ -32,6 +33,7 @@ import torch
 
 from workbench import topology as tp
 from workbench.backend import cuda_available, cupy_available
+
 conc = importlib.import_module("workbench.topology.concentration")  # the module (the package exports the function)
 
 SPLITS = ("train", "val", "test")
@@ -136,6 +138,28 @@ def case_subset(nodes: int = 50_000, m: int = 4, k: int = 3, sample: int = 500, 
             "k": k, "ours_s": t_part, "reference_s": t_full, "ratio": t_full / t_part, "agreement": agree}
 
 
+def case_atc_agreement(nodes: int = 50_000, m: int = 4, k: int = 3, sample: int = 500) -> dict:
+    """ATC's Spearman rank agreement with exact TC (val, test) as ``topology.analyze`` measures it when it
+    uses ATC (exact TC of a seeded sample of nodes with val/test neighbours), against all nodes."""
+    from scipy import stats
+
+    split = tp.split_edges(tp.builtin("powerlaw_cluster", n=nodes, m=m, seed=0), seed=0)
+    atc, t_atc = timed(tp.approximate_concentration, split, k=k, seed=0, device="cpu")
+    held = np.unique(np.concatenate([split.val.ravel(), split.test.ravel()]))
+    pick = np.sort(np.random.default_rng(0).choice(held, size=min(sample, len(held)), replace=False))
+    part, t_part = timed(tp.concentration, split, k=k, nodes=pick, device="cpu")
+    full, t_full = timed(tp.concentration, split, k=k, device="cpu")
+    out = {"work": f"K={k} ATC agreement on {sample} nodes vs all", "size": f"{nodes:,} nodes, power-law cluster",
+           "k": k, "ours_s": t_atc + t_part, "reference_s": t_full, "ratio": t_full / (t_atc + t_part),
+           "agreement": max(float(np.abs(getattr(part, s)[pick] - getattr(full, s)[pick]).max()) for s in SPLITS)}
+    for s in ("val", "test"):
+        for name, r in (("sample", part), ("all", full)):
+            ok = r.defined(s)
+            out[f"spearman_{s}_{name}"] = float(stats.spearmanr(getattr(atc, s)[ok], getattr(r, s)[ok])[0])
+            out[f"n_{s}_{name}"] = int(ok.sum())
+    return out
+
+
 def case_walks(graph: str = "random_geometric", nodes: int = 3000, k: int = 2, degree: float = 8.0,
                walk_budget: float = 30.0, repeats: int = 3) -> dict:
     """Ours against the walk-by-walk expansion (``cache=False``, as the public reference implementation)."""
@@ -210,7 +234,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     results = [case_million_edges(args.big_nodes, repeats=args.repeats, budget_gb=args.budget_gb),
                case_hubs(args.hub_nodes, repeats=args.repeats),
-               case_subset(args.hub_nodes, sample=min(500, args.hub_nodes // 4))]
+               case_subset(args.hub_nodes, sample=min(500, args.hub_nodes // 4)),
+               case_atc_agreement(args.hub_nodes, sample=min(500, args.hub_nodes // 4))]
     for graph in ("random_geometric", "powerlaw_cluster"):
         results += [case_walks(graph, args.nodes, k, walk_budget=args.walk_budget) for k in range(1, args.kmax + 1)]
     results.append(case_gpu(args.nodes, big_nodes=args.big_nodes))
