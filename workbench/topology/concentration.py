@@ -112,12 +112,11 @@ class _Sparse:
         self.device = resolve_device(device)
         self.xp = array_module(self.device)
         self.gpu = self.xp is not np
+        self.sp = sps
         if self.gpu:
             import cupyx.scipy.sparse as csp
 
             self.sp = csp
-        else:
-            self.sp = sps
         # index arrays for fancy indexing: NumPy scatters fastest with intp, cuSPARSE wants int32
         self.index = self.xp.int32 if self.gpu else np.intp
 
@@ -219,11 +218,11 @@ def concentration(train: Any, *, val: Any = None, test: Any = None, k: int = 1,
     the later split with a :class:`GraphInputWarning` (``clean=True``) or raise (``clean=False``).
     ``num_nodes`` defaults to one more than the largest node id.
 
-    ``nodes``: TC of these node ids only, at a cost that grows with them and their split neighbours;
-    one entry per node is kept, NaN outside ``nodes`` (``TCResult.nodes``; ``defined`` excludes them).
-    The k-hop rows kept take at most ``max_memory`` bytes (8 per walk count), beyond it the nodes are
-    done in halves; ``max_block_nnz`` bounds one block of the k-hop expansion; ``threads`` (default
-    ``torch.get_num_threads()`` up to 8, 1 on a GPU) work on blocks side by side.  See ``_pair_numerators``.
+    ``nodes``: TC of these node ids only, at a cost that grows with them and their split neighbours (NaN
+    elsewhere; ``TCResult.nodes`` lists them).  The k-hop rows kept take at most ``max_memory`` bytes (8
+    per walk count), beyond it the nodes are done in halves; ``max_block_nnz`` bounds one block of the
+    k-hop expansion; ``threads`` (default ``torch.get_num_threads()`` up to 8, 1 on a GPU) work side by
+    side.  The method: ``_pair_numerators``.
     """
     if not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_K:
         raise ValueError(f"k={k!r} must be an integer number of hops in 1..{MAX_K}")
@@ -262,9 +261,8 @@ def concentration(train: Any, *, val: Any = None, test: Any = None, k: int = 1,
 
 
 def _numerators(be, a, edges, subset, bk, walks, opts, bar):
-    """``sum_{j in N_i^X} (S T^T)_ij`` (3 x n) for the nodes ``subset`` (None: all), with the expansion
-    block count and the number of passes.  When the k-hop rows pass ``max_memory`` the nodes are split
-    in halves (in breadth-first order: halves share few neighbours), whose numerators add up."""
+    """``sum_{j in N_i^X} (S T^T)_ij`` (3 x n) of the nodes ``subset`` (None: all), block and pass counts.
+    Past ``max_memory`` the nodes are split in halves (breadth-first order: few shared neighbours)."""
     num, blocks = _pair_numerators(be, a, edges, subset, bk, walks, opts, bar)
     if num is not None:
         return num, blocks, 1
@@ -305,7 +303,7 @@ def _take_rows(xp, x, sel):
     ptr = xp.zeros(len(sel) + 1, dtype=xp.int64)
     xp.cumsum(x.indptr[sel + 1] - start, out=ptr[1:])
     pos = _per_entry(xp, start - ptr[:-1], ptr) + xp.arange(int(ptr[-1]))
-    return ptr, x.indices[pos], x.data[pos]
+    return ptr, xp.take(x.indices, pos), xp.take(x.data, pos)
 
 
 def _row_sums(xp, values, indptr):
@@ -410,9 +408,8 @@ def _pair_values(be, X, u, w, ball, bk, bar, threads):
         if not hasattr(local, "tab"):  # per-thread workspace
             local.tab = xp.zeros(table, dtype=xp.complex128)
             local.mark, local.loc = xp.zeros(n, dtype=bool), xp.zeros(n, dtype=be.index)
-        tab, loc = local.tab, local.loc
-        (b0, b1), p0 = bound, int(starts[bound[0]])
-        p1 = int(ends[b1 - 1])
+        (tab, loc), (b0, b1) = (local.tab, local.loc), bound
+        p0, p1 = int(starts[b0]), int(ends[b1 - 1])
         width, touched = _fill_table(be, X, xp.asarray(heads[b0:b1]), bk, tab, local.mark, loc)
         offs = xp.asarray((slot[p0:p1] - b0) * width, dtype=be.index)
         cum = np.cumsum(ball[w[p0:p1]])
@@ -421,7 +418,7 @@ def _pair_values(be, X, u, w, ball, bk, bar, threads):
             sl = slice(p0 + c0, p0 + c1)
             for q, x in enumerate(X if c1 > c0 else ()):
                 ptr, ind, dat = _take_rows(xp, x, d_w[sl])
-                got = tab[_per_entry(xp, offs[c0:c1], ptr) + loc[ind]]
+                got = xp.take(tab, _per_entry(xp, offs[c0:c1], ptr) + xp.take(loc, ind))
                 vu[sl] += bk[q] * _row_sums(xp, got.real, ptr)
                 vw[sl] += bk[q] * _row_sums(xp, got.imag * dat, ptr)
         tab[touched] = 0.0
@@ -446,8 +443,12 @@ def _fill_table(be, X, block, bk, tab, mark, loc):
     loc[union] = xp.arange(len(union), dtype=loc.dtype)
     base, touched = xp.arange(len(block), dtype=be.index) * width, []
     for q, ((ptr, _, dat), c) in enumerate(zip(parts, cols)):
-        touched.append(_per_entry(xp, base, ptr) + loc[c])
-        tab[touched[-1]] += bk[q] * (dat.astype(xp.float64) + 1j)
+        f, v = _per_entry(xp, base, ptr) + xp.take(loc, c), bk[q] * (dat.astype(xp.float64) + 1j)
+        if xp is np:
+            np.add.at(tab, f, v)  # faster than fancy += in NumPy
+        else:
+            tab[f] += v  # the positions of one level are distinct
+        touched.append(f)
     return width, xp.concatenate(touched)
 
 
@@ -580,8 +581,7 @@ def walk_concentration(train: Any, *, val: Any = None, test: Any = None, k: int 
 
     rows = []
     for i in (range(n) if nodes is None else nodes):
-        hi = hops(i)
-        row = {"node": i}
+        hi, row = hops(i), {"node": i}
         for s in SPLITS:
             nb = split_adj[s][i]
             den = (sum(beta ** q for q in range(k)) * sum(beta ** q * sum(hi[q].values()) for q in range(k))
