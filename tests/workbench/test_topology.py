@@ -1,4 +1,5 @@
 """Topological concentration: exact values by hand, networkx clustering, input cleaning, metrics."""
+import sys
 import warnings
 from fractions import Fraction
 
@@ -152,6 +153,121 @@ def test_blocking_does_not_change_values():
     assert many.settings["blocks"] > 10 and one.settings["blocks"] == 1
     for s in ("train", "val", "test"):
         np.testing.assert_allclose(getattr(one, s), getattr(many, s), rtol=1e-12)
+
+
+def _hub_graph(seed=0):
+    """A star (hub 0 with 40 leaves), a clique on 8 nodes joined to the hub, and up to 60 random edges over
+    70 nodes; split seeded.  Hubs make the k-hop supports of their neighbours nearly complete."""
+    rng = np.random.default_rng(seed)
+    edges = [(0, i) for i in range(1, 41)] + [(i, j) for i in range(41, 49) for j in range(i + 1, 49)]
+    edges = {tuple(sorted(e)) for e in edges + [(0, 41)] + [rng.choice(70, 2, replace=False) for _ in range(60)]}
+    return tp.split_edges(sorted(edges), val=0.15, test=0.25, seed=seed)
+
+
+def _dense_tc(split, k):
+    """TC from dense NumPy matrices: S = sum beta^(q-1) A^q, T = sum beta^(q-1) [A^q > 0], (S T^T)_ij."""
+    n = split.num_nodes
+    adj = {}
+    for s in ("train", "val", "test"):
+        m = np.zeros((n, n))
+        e = getattr(split, s)
+        m[e[:, 0], e[:, 1]] = m[e[:, 1], e[:, 0]] = 1.0
+        adj[s] = m
+    a = adj["train"]
+    beta = n / a.sum()
+    powers = [np.linalg.matrix_power(a, q) for q in range(1, k + 1)]
+    S = sum(beta ** q * p for q, p in enumerate(powers))
+    T = sum(beta ** q * (p > 0) for q, p in enumerate(powers))
+    M = S @ T.T
+    size = sum(beta ** q * p.sum(axis=1) for q, p in enumerate(powers))
+    out = {}
+    for s, m in adj.items():
+        deg = m.sum(axis=1)
+        den = sum(beta ** q for q in range(k)) * size - (1 if s == "train" else 0)
+        ok = (deg > 0) & (den > 0) & (a.sum(axis=1) >= (2 if s == "train" else 1))
+        out[s] = np.where(ok, (M * m).sum(axis=1) / np.where(ok, deg * den, 1.0), 0.0)
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_edge_method_matches_dense_products_on_a_hub_graph(k, monkeypatch):
+    split = _hub_graph()
+    want = _dense_tc(split, k)
+    got = tp.concentration(split, k=k, device="cpu")
+    for s in ("train", "val", "test"):
+        np.testing.assert_allclose(getattr(got, s), want[s], rtol=1e-12, atol=1e-15)
+        assert (want[s] > 0).sum() >= 5
+    if k <= 3:  # and the walk expansion, node by node
+        slow = tp.walk_concentration(split, k=k).to_numpy()
+        np.testing.assert_allclose(got.to_frame()[["train", "val", "test"]].to_numpy(), slow, rtol=1e-12)
+    # tiny tables and gather steps: many blocks of table rows, edges cut across steps, two threads
+    conc = sys.modules["workbench.topology.concentration"]
+    monkeypatch.setattr(conc, "_TABLE", 64)
+    monkeypatch.setattr(conc, "_CHUNK", 8)
+    small = tp.concentration(split, k=k, device="cpu", threads=2, max_block_nnz=50)
+    assert small.settings["blocks"] > 3
+    for s in ("train", "val", "test"):
+        np.testing.assert_allclose(getattr(small, s), want[s], rtol=1e-12, atol=1e-15)
+
+
+def test_cupy_code_path_emulated_with_numpy(monkeypatch):
+    # the CuPy branches (binary-search repeats, bincount row sums, int32 indices, one thread) run here with
+    # NumPy behind a namespace that is not numpy itself
+    import types
+
+    from workbench.backend import resolve_device
+
+    conc = sys.modules["workbench.topology.concentration"]
+    proxy = types.SimpleNamespace(**{name: getattr(np, name) for name in dir(np) if not name.startswith("_")})
+
+    class Emulated(conc._Sparse):
+        def __init__(self, device):
+            self.device, self.xp, self.gpu, self.sp, self.index = resolve_device("cpu"), proxy, True, sps, np.int32
+
+    split = _hub_graph(1)
+    want = {k: tp.concentration(split, k=k, device="cpu") for k in (1, 3)}
+    monkeypatch.setattr(conc, "_Sparse", Emulated)
+    monkeypatch.setattr(conc, "_TABLE", 256)
+    for k in (1, 3):
+        got = tp.concentration(split, k=k, device="cpu", max_block_nnz=200)
+        part = tp.concentration(split, k=k, device="cpu", nodes=[0, 5, 44, 60])
+        assert got.settings["backend"] == "cupy" and got.settings["threads"] == 1
+        for s in ("train", "val", "test"):
+            np.testing.assert_allclose(getattr(got, s), getattr(want[k], s), rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(getattr(part, s)[[0, 5, 44, 60]], getattr(want[k], s)[[0, 5, 44, 60]],
+                                       rtol=1e-12, atol=1e-15)
+
+
+def test_node_subset_equals_full_computation():
+    split = tp.split_edges(tp.builtin("powerlaw_cluster", n=600, m=3, seed=4), seed=2)
+    full = tp.concentration(split, k=3, device="cpu")
+    hub = int(np.argmax(full.degree_train))
+    lonely = int(np.flatnonzero(full.degree_val == 0)[0])  # no validation neighbour: Val-TC 0
+    pick = np.array([hub, lonely, 3, 77, 599, 77])
+    part = tp.concentration(split, k=3, device="cpu", nodes=pick)
+    chosen = np.isin(np.arange(600), pick)
+    for s in ("train", "val", "test"):
+        np.testing.assert_allclose(getattr(part, s)[chosen], getattr(full, s)[chosen], rtol=1e-13, atol=1e-15)
+        assert np.isnan(getattr(part, s)[~chosen]).all()
+        np.testing.assert_array_equal(part.defined(s), full.defined(s) & chosen)
+    assert part.val[lonely] == 0.0 and full.test[hub] > 0
+    np.testing.assert_array_equal(part.nodes, np.unique(pick))
+    assert part.settings["nodes"] == 5 and part.settings["edges"] == full.settings["edges"]
+    empty = tp.concentration(split, k=2, device="cpu", nodes=[])
+    assert np.isnan(empty.train).all() and not empty.defined("train").any()
+    with pytest.raises(ValueError, match="nodes must be node ids in 0..599"):
+        tp.concentration(split, k=2, nodes=[5, 600])
+
+
+def test_memory_limit_splits_the_nodes_into_passes():
+    split = tp.split_edges(tp.builtin("powerlaw_cluster", n=800, m=3, seed=1), seed=0)
+    one = tp.concentration(split, k=3, device="cpu")
+    few = tp.concentration(split, k=3, device="cpu", max_memory=1e6, max_block_nnz=2e4)
+    assert one.settings["passes"] == 1 and few.settings["passes"] > 2
+    for s in ("train", "val", "test"):
+        np.testing.assert_allclose(getattr(few, s), getattr(one, s), rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="max_memory=100 bytes cannot hold the 3-hop rows"):
+        tp.concentration(split, k=3, device="cpu", max_memory=100)  # one hub row alone is larger
 
 
 def test_zero_where_undefined():
@@ -403,3 +519,53 @@ def test_gpu_matches_cpu():
     a = tp.approximate_concentration(split, k=2, device="cpu")
     b = tp.approximate_concentration(split, k=2, device="cuda")
     np.testing.assert_allclose(a.test, b.test, rtol=1e-6, atol=1e-9)
+
+
+def test_analyze_uses_atc_above_the_cost_limit_and_measures_its_agreement():
+    from scipy import stats
+
+    from workbench.topology import analysis
+
+    g = tp.builtin("random_geometric", n=900, degree=10, seed=3)
+    split = tp.split_edges(g, seed=0)
+    assert 0 < analysis.tc_cost(split, 1) < analysis.tc_cost(split, 2) < analysis.tc_cost(split, 3)
+    exact = tp.analyze(split, k=2, model="cn", seed=0, device="cpu")
+    assert exact.settings["variant"] == "exact-tc" and exact.settings["tc_cost"] <= analysis.TC_AUTO_LIMIT
+    assert exact.nodes["tc_test"].notna().all()
+    full = tp.concentration(split, k=2, device="cpu")
+    atc = tp.approximate_concentration(split, k=2, seed=0, device="cpu")
+    rep = tp.analyze(split, k=2, model="cn", seed=0, device="cpu", tc_limit=1e3)
+    assert rep.settings["variant"] == "atc" and rep.settings["tc"] == "auto"
+    known = rep.nodes["tc_test"].notna().to_numpy()
+    assert known.sum() == analysis.TC_SAMPLE
+    np.testing.assert_allclose(rep.nodes["tc_test"].to_numpy()[known], full.test[known], rtol=1e-13)
+    np.testing.assert_array_equal(rep.nodes["atc_test"].to_numpy(), atc.test)
+    for s in ("val", "test"):
+        ok = known & full.defined(s)
+        assert rep.atc_agreement[f"n_{s}"] == ok.sum() > 100
+        want = stats.spearmanr(getattr(atc, s)[ok], getattr(full, s)[ok])[0]
+        assert rep.atc_agreement[s] == pytest.approx(want, rel=1e-12) and 0.3 < want < 1
+    # the correlations of the tc_* columns run over the sampled nodes only
+    c = rep.correlations.set_index(["predictor", "target"])
+    assert c.loc[("tc_test", "mrr"), "n"] == (known & rep.nodes["n_test"].notna().to_numpy()).sum()
+    # the same seed draws the same sample; "atc" forces it, "exact" forbids it
+    forced = tp.analyze(split, k=2, model="cn", seed=0, device="cpu", tc="atc")
+    assert forced.settings["variant"] == "atc" and forced.atc_agreement == rep.atc_agreement
+    assert tp.analyze(split, k=2, model="cn", seed=0, device="cpu", tc="exact",
+                      tc_limit=1e3).settings["variant"] == "exact-tc"
+    with pytest.raises(ValueError, match="tc='fast'"):
+        tp.analyze(split, k=2, model="cn", device="cpu", tc="fast")
+
+
+@pytest.mark.gpu
+def test_gpu_edge_method_on_hubs_and_subsets():
+    split = tp.split_edges(tp.builtin("powerlaw_cluster", n=3000, m=4, seed=0), seed=0)
+    pick = np.arange(0, 3000, 7)
+    for k in (2, 3):
+        cpu = tp.concentration(split, k=k, device="cpu")
+        gpu = tp.concentration(split, k=k, device="cuda")
+        part = tp.concentration(split, k=k, device="cuda", nodes=pick, max_memory=5e6 if k == 3 else 1e6)
+        assert gpu.settings["backend"] == "cupy" and part.settings["passes"] > 1
+        for s in ("train", "val", "test"):
+            np.testing.assert_allclose(getattr(gpu, s), getattr(cpu, s), rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(getattr(part, s)[pick], getattr(cpu, s)[pick], rtol=1e-12, atol=1e-15)

@@ -10,7 +10,8 @@ import pandas as pd
 from ..backend import DeviceLike
 from ..progress import Progress, ProgressLike
 from ..results import Result
-from .concentration import SPLITS, approximate_concentration, concentration, subgraph_density
+from .concentration import (SPLITS, _adjacency, _walk_counts, approximate_concentration, concentration,
+                            subgraph_density)
 from .graphs import EdgeSplit, as_graph, load_graph, split_edges
 from .linkpred import DEFAULT_KS, correlations, distribution_shift, fit_link_predictor, node_metrics
 
@@ -18,6 +19,12 @@ from .linkpred import DEFAULT_KS, correlations, distribution_shift, fit_link_pre
 # train/val/test (docs/topology.md) and the K-hop ego-net density
 PREDICTORS = ("tc_train", "tc_val", "tc_test", "atc_val", "atc_test", "degree_train", "degree_val",
               "degree_test", "density")
+# tc="auto" computes exact TC of every node up to this estimated work (k-hop entries iterated, tc_cost)
+# and uses ATC beyond it, with exact TC on a seeded sample of TC_SAMPLE nodes.  For scale: a power-law
+# cluster graph with 200,000 edges (hubs of degree ~1,500) costs 3e8 at k=3, a random geometric graph with
+# 1.4 million edges 1e8; 2e9 is of the order of a minute of exact TC on two CPU cores
+TC_AUTO_LIMIT = 2e9
+TC_SAMPLE = 500
 
 
 @dataclasses.dataclass
@@ -26,7 +33,10 @@ class TopologyReport(Result):
 
     ``nodes`` has one row per node (performance columns are NaN for nodes without test neighbours);
     ``correlations`` one row per (predictor, performance metric); ``shift`` the Train-TC against Test-TC
-    summary; ``train_edges`` the training graph (for drawing).
+    summary; ``train_edges`` the training graph (for drawing).  ``settings["variant"]`` is ``"exact-tc"``
+    (exact TC of every node) or ``"atc"`` (exact TC, the ``tc_*`` columns and ``shift`` on a seeded node
+    sample only, NaN elsewhere); ``atc_agreement`` the Spearman rank correlation of ATC with exact TC
+    (val, test) over the nodes where both are known, with their number ``n_val``, ``n_test``.
     """
 
     nodes: pd.DataFrame = None
@@ -34,6 +44,7 @@ class TopologyReport(Result):
     shift: dict = dataclasses.field(default_factory=dict)
     train_edges: np.ndarray = None
     history: list = dataclasses.field(default_factory=list)
+    atc_agreement: dict = dataclasses.field(default_factory=dict)
 
     def to_frame(self) -> pd.DataFrame:
         return self.nodes
@@ -82,24 +93,31 @@ def _split(graph: Any, data: Any, val: float, test: float, seed: int) -> EdgeSpl
 
 def analyze(graph: Any, data: Any = None, *, k: int = 1, val: float = 0.1, test: float = 0.2,
             model: str = "gcn", epochs: int = 100, ks: Sequence[int] = DEFAULT_KS, similarity: str = "cosine",
-            reweight: Optional[str] = None, device: DeviceLike = "auto", seed: int = 0,
-            progress: ProgressLike = True) -> TopologyReport:
+            reweight: Optional[str] = None, tc: str = "auto", tc_limit: float = TC_AUTO_LIMIT,
+            device: DeviceLike = "auto", seed: int = 0, progress: ProgressLike = True) -> TopologyReport:
     """Per-node TC at ``k`` hops for all splits, ATC, degrees and K-hop density, a link predictor
     (``model``: "gcn" or "cn") scored on every test node, and the correlations between them.
 
     ``graph`` is any edge collection (then its edges are split with ``val`` / ``test`` fractions and
     ``seed``, or ``data`` gives the held-out ``{"val": ..., "test": ...}`` edges) or an :class:`EdgeSplit`.
+    ``tc``: ``"exact"``, ``"atc"`` (exact TC on a seeded sample of nodes only) or ``"auto"``: exact when
+    :func:`tc_cost` is at most ``tc_limit`` (``reweight="tc"`` still computes the exact Train-TC).
     Definitions: ``docs/topology.md``.
     """
+    if tc not in ("auto", "exact", "atc"):
+        raise ValueError(f"tc={tc!r}: use 'auto', 'exact' or 'atc'")
     split = _split(graph, data, val, test, seed)
+    tc_mode = tc
     with Progress(4, "topology", progress) as bar:
-        tc = concentration(split, k=k, device=device, progress=bar.stage("topological concentration"))
-        bar.update()
         atc = approximate_concentration(split, k=k, similarity=similarity, seed=seed, device=device)
+        tc, variant, agreement, cost = _concentration_variant(split, atc, k, tc_mode, tc_limit, seed, device,
+                                                              bar.stage("topological concentration"))
+        bar.update()
         dens = subgraph_density(split.train, k=k, num_nodes=split.num_nodes, device=device)
         bar.update()
-        pred = fit_link_predictor(split, model=model, epochs=epochs, reweight=reweight, k=k, tc=tc, seed=seed,
-                                  device=device, progress=bar.stage("link predictor training"))
+        pred = fit_link_predictor(split, model=model, epochs=epochs, reweight=reweight, k=k,
+                                  tc=tc if variant == "exact-tc" else None, seed=seed, device=device,
+                                  progress=bar.stage("link predictor training"))
         bar.update()
         perf = node_metrics(pred, split, ks=ks, seed=seed, device=device).to_frame()
         bar.update()
@@ -118,10 +136,49 @@ def analyze(graph: Any, data: Any = None, *, k: int = 1, val: float = 0.1, test:
     corr = correlations(evaluated, PREDICTORS, targets)
     return TopologyReport(
         nodes=nodes, correlations=corr, shift=distribution_shift(tc), train_edges=split.train,
-        history=list(pred.history),
+        history=list(pred.history), atc_agreement=agreement,
         settings={"graph": split.name, "k": k, "val": val, "test": test, "model": model, "epochs": epochs,
                   "ks": list(ks), "similarity": similarity, "reweight": reweight, "seed": seed,
                   "device": tc.settings["device"], "num_nodes": split.num_nodes, "beta": tc.beta,
-                  "variant": "exact-tc",
-                  "split": dict(split.settings)},
+                  "split": dict(split.settings), "variant": variant, "tc": tc_mode, "tc_cost": cost,
+                  "tc_limit": tc_limit},
     )
+
+
+def tc_cost(split: EdgeSplit, k: int, *, sample: int = 256) -> float:
+    """Estimated work of exact TC at ``k`` hops: the k-hop row entries :func:`concentration` iterates, one
+    row per split edge, of its endpoint with the smaller support.  Supports are bounded by the walk
+    counts, ``min(n, sum_q |H^q|)``, and the bound is scaled by the ratio of true to bounded support
+    sizes measured on ``sample`` edge endpoints (seeded); hubs make it large."""
+    n = split.num_nodes
+    a = _adjacency(split.train, n)
+    bound = np.minimum(_walk_counts(a, k), n).sum(axis=0)
+    e = np.concatenate([np.asarray(x, dtype=np.int64).reshape(-1, 2) for x in (split.train, split.val,
+                                                                               split.test)])
+    probe = np.random.default_rng(0).choice(e.ravel(), size=min(sample, e.size), replace=False)
+    x, true = a[probe], 0
+    for q in range(k):
+        x = x if q == 0 else x @ a
+        true += x.nnz
+    return float(np.minimum(bound[e[:, 0]], bound[e[:, 1]]).sum() * true / max(bound[probe].sum(), 1.0))
+
+
+def _concentration_variant(split, atc, k, mode, limit, seed, device, progress=False):
+    """(TCResult, variant, ATC agreement, estimated cost): exact TC of every node, or of a seeded sample
+    of ``TC_SAMPLE`` nodes with val or test neighbours when ATC stands in for it."""
+    from scipy import stats
+
+    cost = tc_cost(split, k)
+    variant = "exact-tc" if mode == "exact" or (mode == "auto" and cost <= limit) else "atc"
+    nodes = None
+    if variant == "atc":
+        held = np.unique(np.concatenate([split.val.ravel(), split.test.ravel()]))
+        rng = np.random.default_rng(seed)
+        nodes = np.sort(rng.choice(held, size=min(TC_SAMPLE, len(held)), replace=False))
+    tc = concentration(split, k=k, nodes=nodes, device=device, progress=progress)
+    agreement = {}
+    for s in ("val", "test"):
+        ok = tc.defined(s)
+        rho = stats.spearmanr(getattr(atc, s)[ok], getattr(tc, s)[ok])[0] if ok.sum() > 2 else np.nan
+        agreement.update({s: float(rho), f"n_{s}": int(ok.sum())})
+    return tc, variant, agreement, cost

@@ -9,26 +9,23 @@ split ``X``.  With ``S = sum_k beta^(k-1) A^k`` and ``T = sum_k beta^(k-1) [A^k 
 where ``|H_i^k| = (A^k 1)_i`` is the number of length-k walks from ``i`` (the multiset size).  TC is 0 where
 it is undefined (Train: ``d_i <= 1``; Val/Test: no neighbour in the split, or no training edge).
 
-How it is computed, exactly and with bounded memory: ``S`` and ``T`` are symmetric and share one sparsity
-pattern, so the numerator summed over ``j in N_i^X`` is::
-
-    sum_v S_vi (T N^X)_vi          (a column sum of S o (T N^X))
-
-and is accumulated over row blocks ``V`` of nodes ``v``: one K-hop sparse expansion of the block gives
-``S_V`` and ``T_V`` for all three splits.  Block sizes are chosen from walk counts (an upper bound on the
-row sizes) so that no block holds more than ``max_block_nnz`` stored entries.  SciPy sparse on the CPU,
-CuPy sparse (cuSPARSE) on a CUDA device.
+Exact TC needs ``(S T^T)_ij`` on the split edges only (see ``_pair_numerators``).  SciPy on the CPU,
+CuPy (cupyx.scipy.sparse) on a CUDA device, the same array code on both.
 """
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sps
+import torch
+from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from ..backend import DeviceLike, array_module, describe, resolve_device, synchronize, to_numpy
 from ..progress import Progress, ProgressLike
@@ -115,24 +112,16 @@ class _Sparse:
         self.device = resolve_device(device)
         self.xp = array_module(self.device)
         self.gpu = self.xp is not np
+        self.sp = sps
         if self.gpu:
             import cupyx.scipy.sparse as csp
 
             self.sp = csp
-        else:
-            self.sp = sps
+        # index arrays for fancy indexing: NumPy scatters fastest with intp, cuSPARSE wants int32
+        self.index = self.xp.int32 if self.gpu else np.intp
 
     def put(self, m: sps.spmatrix):
         return self.sp.csr_matrix(m) if self.gpu else m.tocsr()
-
-    def vec(self, v: np.ndarray):
-        return self.xp.asarray(v)
-
-
-def _indicator(x):
-    y = x.copy()
-    y.data[:] = 1.0
-    return y
 
 
 def _blocks(weights: np.ndarray, budget: float) -> list:
@@ -151,12 +140,10 @@ def _blocks(weights: np.ndarray, budget: float) -> list:
 
 
 def _walk_counts(a: sps.csr_matrix, k: int) -> np.ndarray:
-    """``W[k-1] = A^k 1`` for k = 1..k (number of length-k walks from every node)."""
-    out = []
-    w = np.ones(a.shape[0])
-    for _ in range(k):
-        w = a @ w
-        out.append(w)
+    """``W[q-1] = A^q 1`` for q = 1..k (number of length-q walks from every node)."""
+    out = [a @ np.ones(a.shape[0])]
+    for _ in range(1, k):
+        out.append(a @ out[-1])
     return np.stack(out)
 
 
@@ -165,7 +152,8 @@ def _walk_counts(a: sps.csr_matrix, k: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class TCResult(Result):
-    """Per-node TC for the train/val/test neighbours (0 where undefined), plus degrees."""
+    """Per-node TC for the train/val/test neighbours (0 where undefined), plus degrees.  With ``nodes``
+    (the node ids TC was computed for; None: all) the other entries are NaN."""
 
     train: np.ndarray = None
     val: np.ndarray = None
@@ -176,6 +164,7 @@ class TCResult(Result):
     beta: float = 0.0
     k: int = 1
     seconds: float = 0.0
+    nodes: Optional[np.ndarray] = None
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame({"train": self.train, "val": self.val, "test": self.test,
@@ -185,9 +174,9 @@ class TCResult(Result):
 
     def defined(self, split: str) -> np.ndarray:
         """Mask of the nodes where TC of ``split`` is defined."""
-        if split == "train":
-            return self.degree_train >= 2
-        return (getattr(self, f"degree_{split}") > 0) & (self.degree_train > 0)
+        ok = (self.degree_train >= 2) if split == "train" else (
+            (getattr(self, f"degree_{split}") > 0) & (self.degree_train > 0))
+        return ok & ~np.isnan(getattr(self, split))
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{s}={np.mean(getattr(self, s)[self.defined(s)]) if self.defined(s).any() else 0:.4f}"
@@ -212,76 +201,255 @@ class ATCResult(Result):
 # --------------------------------------------------------------------------------------------
 # TC
 # --------------------------------------------------------------------------------------------
+_TABLE = 1 << 21  # entries of one table of dense S + iT rows (complex128: 32 MB per thread)
+_CHUNK = 1 << 18  # stored entries gathered per step (the temporaries stay in cache)
+
+
 def concentration(train: Any, *, val: Any = None, test: Any = None, k: int = 1,
-                  num_nodes: Optional[int] = None, device: DeviceLike = "auto", clean: bool = True,
-                  max_block_nnz: float = 2e7, progress: ProgressLike = False) -> TCResult:
-    """Exact topological concentration of every node at ``k`` hops for the train/val/test neighbours.
+                  num_nodes: Optional[int] = None, nodes: Optional[Sequence[int]] = None,
+                  device: DeviceLike = "auto", clean: bool = True, max_block_nnz: float = 2e7,
+                  max_memory: float = 4e9, threads: Optional[int] = None,
+                  progress: ProgressLike = False) -> TCResult:
+    """Exact topological concentration at ``k`` hops for the train/val/test neighbours.
 
     ``train``, ``val``, ``test`` are edge collections (see :mod:`workbench.topology.graphs`); ``train``
     may be an :class:`EdgeSplit`, whose val/test are then used.  Self-loops, repeated edges and edges
     shared between splits (a val edge also in train; a test edge also in train or val) are dropped from
     the later split with a :class:`GraphInputWarning` (``clean=True``) or raise (``clean=False``).
-    ``num_nodes`` defaults to one more than
-    the largest node id.  ``max_block_nnz`` bounds the stored entries of one block of the sparse K-hop
-    expansion (memory ~ 40 bytes per entry).  Returns a :class:`TCResult`; ``to_frame()`` has one row
-    per node with columns ``train``, ``val``, ``test``.
+    ``num_nodes`` defaults to one more than the largest node id.
+
+    ``nodes``: TC of these node ids only, at a cost that grows with them and their split neighbours (NaN
+    elsewhere; ``TCResult.nodes`` lists them).  The k-hop rows kept take at most ``max_memory`` bytes (8
+    per walk count), beyond it the nodes are done in halves; ``max_block_nnz`` bounds one block of the
+    k-hop expansion; ``threads`` (default ``torch.get_num_threads()`` up to 8, 1 on a GPU) work side by
+    side.  The method: ``_pair_numerators``.
     """
     if not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_K:
         raise ValueError(f"k={k!r} must be an integer number of hops in 1..{MAX_K}")
-    k = int(k)
-    start = time.perf_counter()
+    k, start = int(k), time.perf_counter()
     edges, n, gname = _resolve_splits(train, val, test, num_nodes, clean)
+    subset = None if nodes is None else np.unique(np.asarray(nodes, dtype=np.int64).ravel())
+    if subset is not None and len(subset) and (subset[0] < 0 or subset[-1] >= n):
+        raise ValueError(f"nodes must be node ids in 0..{n - 1}; got {subset[0]}..{subset[-1]}")
     a = _adjacency(edges["train"], n)
-    nbr = {s: (a if s == "train" else _adjacency(edges[s], n)) for s in SPLITS}
-    deg = {s: np.asarray(nbr[s].sum(axis=1)).ravel() for s in SPLITS}
+    deg = {s: np.bincount(edges[s].ravel(), minlength=n).astype(np.float64) for s in SPLITS}
     beta = float(n / (2.0 * len(edges["train"])))
-    bk = beta ** np.arange(k)
-
-    walks = _walk_counts(a, k + 1)  # |H_i^k| and, one hop further, a bound on the rows of T N
-    size = bk @ walks[:k]
-    den_base = bk.sum() * size
-
-    # row weight of a block: stored entries of S_V (<= sum of walk counts) and of T_V N (one more hop)
-    est = np.minimum(walks[:k].sum(axis=0) + walks[1:k + 1].sum(axis=0) + 1, float(n) * (k + 1))
-    bounds = _blocks(est, max_block_nnz)
-
-    be = _Sparse(device)
-    xp = be.xp
-    A = be.put(a)
-    N = {s: (A if s == "train" else be.put(nbr[s])) for s in SPLITS}
-    active = [s for s in SPLITS if deg[s].any()]
-    num = {s: xp.zeros(n, dtype=xp.float64) for s in SPLITS}
-    with Progress(len(bounds), f"TC k={k}", progress) as bar:
-        for lo, hi in bounds:
-            x = A[lo:hi]
-            s_v = x
-            t_v = _indicator(x)
-            for step in range(1, k):
-                x = x @ A
-                s_v = s_v + x * float(bk[step])
-                t_v = t_v + _indicator(x) * float(bk[step])
-            for s in active:
-                c = t_v @ N[s]
-                num[s] += xp.asarray(s_v.multiply(c).sum(axis=0)).ravel()
-            bar.update()
+    bk, walks, be = beta ** np.arange(k), _walk_counts(a, k), _Sparse(device)
+    threads = (1 if be.gpu else min(8, torch.get_num_threads())) if threads is None else max(1, int(threads))
+    with Progress(1, f"TC k={k}", progress) as bar:
+        num, blocks, passes = _numerators(be, a, edges, subset, bk, walks, (max_block_nnz, max_memory, threads),
+                                          bar)
     synchronize(be.device)
-
+    den_base = bk.sum() * (bk @ walks)
     out: Dict[str, np.ndarray] = {}
-    for s in SPLITS:
-        numer = to_numpy(num[s])
+    for t, s in enumerate(SPLITS):
         den = den_base - (1.0 if s == "train" else 0.0)
         ok = (deg[s] > 0) & (den > 0) & (deg["train"] >= (2 if s == "train" else 1))
-        tc = np.zeros(n)
-        tc[ok] = numer[ok] / (deg[s][ok] * den[ok])
-        out[s] = tc
+        out[s] = np.zeros(n) if subset is None else np.full(n, np.nan)
+        if subset is not None:
+            out[s][subset], ok = 0.0, ok & np.isin(np.arange(n), subset)
+        out[s][ok] = num[t][ok] / (deg[s][ok] * den[ok])
     return TCResult(
-        train=out["train"], val=out["val"], test=out["test"],
+        train=out["train"], val=out["val"], test=out["test"], nodes=subset,
         degree_train=deg["train"].astype(np.int64), degree_val=deg["val"].astype(np.int64),
         degree_test=deg["test"].astype(np.int64), beta=beta, k=k, seconds=time.perf_counter() - start,
         settings={"k": k, "device": describe(be.device), "backend": "cupy" if be.gpu else "scipy",
-                  "num_nodes": n, "graph": gname, "blocks": len(bounds),
+                  "num_nodes": n, "graph": gname, "blocks": blocks, "passes": passes, "threads": threads,
+                  "nodes": None if subset is None else int(len(subset)),
                   "edges": {s: int(len(edges[s])) for s in SPLITS}},
     )
+
+
+def _numerators(be, a, edges, subset, bk, walks, opts, bar):
+    """``sum_{j in N_i^X} (S T^T)_ij`` (3 x n) of the nodes ``subset`` (None: all), block and pass counts.
+    Past ``max_memory`` the nodes are split in halves (breadth-first order: few shared neighbours)."""
+    num, blocks = _pair_numerators(be, a, edges, subset, bk, walks, opts, bar)
+    if num is not None:
+        return num, blocks, 1
+    nodes = np.arange(a.shape[0]) if subset is None else subset
+    if len(nodes) <= 1:
+        raise ValueError(f"max_memory={opts[1]:g} bytes cannot hold the {len(bk)}-hop rows of node(s) {nodes} "
+                         "and their split neighbours: raise max_memory")
+    nodes = nodes[np.argsort(_bfs_rank(a)[nodes], kind="stable")]
+    parts = [_numerators(be, a, edges, np.sort(h), bk, walks, opts, bar) for h in np.array_split(nodes, 2)]
+    return sum(p[0] for p in parts), blocks + sum(p[1] for p in parts), sum(p[2] for p in parts)
+
+
+def _bfs_rank(a) -> np.ndarray:
+    """Position of every node in a reverse Cuthill-McKee (breadth-first) order of the training graph."""
+    return np.argsort(reverse_cuthill_mckee(a, symmetric_mode=True))
+
+
+def _waves(fn, items: list, threads: int):
+    """``fn(item)`` for every item in order, ``threads`` at a time (the array work releases the GIL)."""
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        for i in range(0, len(items), threads):
+            yield from pool.map(fn, items[i:i + threads])
+
+
+def _per_entry(xp, values, indptr):
+    """``values[r]`` for every stored entry of row r of a CSR ``indptr`` (CuPy: by binary search)."""
+    if xp is np:
+        return np.repeat(values, np.diff(indptr))
+    return values[xp.searchsorted(indptr[1:], xp.arange(int(indptr[-1])), side="right")]
+
+
+def _take_rows(xp, x, sel):
+    """``(indptr, indices, data)`` of the rows ``sel`` of the CSR ``x`` (array gathers: cheap per call)."""
+    start = x.indptr[sel]
+    ptr = xp.zeros(len(sel) + 1, dtype=xp.int64)
+    xp.cumsum(x.indptr[sel + 1] - start, out=ptr[1:])
+    pos = _per_entry(xp, start - ptr[:-1], ptr) + xp.arange(int(ptr[-1]))
+    return ptr, xp.take(x.indices, pos), xp.take(x.data, pos)
+
+
+def _row_sums(xp, values, indptr):
+    """Sum of ``values`` over every CSR row (the rows are never empty here)."""
+    if xp is np:
+        return np.add.reduceat(values, indptr[:-1])
+    rows = _per_entry(xp, xp.arange(len(indptr) - 1), indptr)
+    return xp.bincount(rows, weights=values, minlength=len(indptr) - 1)
+
+
+def _walk_rows(be, a, rows: np.ndarray, k: int, walks: np.ndarray, max_block_nnz: float, max_memory: float,
+               threads: int):
+    """``[X_1, ..., X_k]``: row r of ``X_q`` holds the walk counts ``A^q`` of node ``rows[r]``; None past
+    ``max_memory`` bytes.  Row blocks (``max_block_nnz`` estimated entries) are expanded ``threads`` at a
+    time into arrays sized by the bound ``min(n, walks)`` per row (pages never written stay unused);
+    float32 counts where all walk counts are below 2^24 (exact)."""
+    xp, n = be.xp, a.shape[0]
+    cap = np.minimum(walks[:, rows], n)
+    bounds = _blocks(cap.sum(axis=0) + 1, max_block_nnz)
+    kinds = [np.float32 if walks[q].max() < 2 ** 24 else np.float64 for q in range(k)]
+    mats = [be.put(a.astype(t)) for t in kinds]
+    most = max([0] + [cap[:, lo:hi].sum() for lo, hi in bounds]) + max_memory // 8  # entries ever copied
+    out = [(xp.zeros(len(rows) + 1, dtype=xp.int64), xp.empty(int(min(c.sum(), most)), dtype=xp.int32),
+            xp.empty(int(min(c.sum(), most)), dtype=t)) for c, t in zip(cap, kinds)]
+
+    def expand(bound):
+        sel = rows[bound[0]:bound[1]]
+        x, levels = be.sp.csr_matrix(_take_rows(xp, mats[0], xp.asarray(sel))[::-1], shape=(len(sel), n)), []
+        for q in range(k):
+            x = x if q == 0 else (x if x.dtype == kinds[q] else x.astype(kinds[q])) @ mats[q]
+            levels.append(x)
+        return bound, levels
+
+    filled, used = [0] * k, 0
+    for (lo, hi), levels in _waves(expand, bounds, threads):
+        for q, x in enumerate(levels):
+            (ptr, ind, dat), e0 = out[q], filled[q]
+            filled[q] += x.nnz
+            ptr[lo + 1:hi + 1] = x.indptr[1:] + e0
+            ind[e0:filled[q]], dat[e0:filled[q]] = x.indices, x.data
+            used += x.nnz * (4 + dat.itemsize)
+        if used > max_memory:
+            return None, len(bounds)
+    return [be.sp.csr_matrix((d[:f], i[:f], p), shape=(len(rows), n))
+            for (p, i, d), f in zip(out, filled)], len(bounds)
+
+
+def _pair_numerators(be, a, edges, subset, bk, walks, opts, bar):
+    """Numerators of the nodes ``subset`` (None: all), edge by edge; (None, blocks) past ``max_memory``.
+
+    A split edge {u, w} needs ``S_u . T_w`` (for u) and ``S_w . T_u`` (for w), two sums over the k-hop
+    support of one endpoint: the endpoint w with the smaller support is iterated, level q by level q
+    (``T_w`` is ``beta^(q-1)`` on the support of ``A^q_w``, ``S_w`` is ``beta^(q-1) A^q_w``), against
+    dense rows of u laid out in a table (see ``_fill_table``); the u's go in breadth-first order.
+    """
+    n = a.shape[0]
+    e = np.concatenate([edges[s] for s in SPLITS])
+    lab = np.concatenate([np.full(len(edges[s]), t) for t, s in enumerate(SPLITS)])
+    want = np.ones(e.shape, bool) if subset is None else np.isin(e, subset)
+    keep = want.any(axis=1)
+    e, lab, want = e[keep], lab[keep], want[keep]
+    rows = np.arange(n) if subset is None else np.unique(e)
+    pos = np.full(n, -1, np.int64)
+    pos[rows] = np.arange(len(rows))
+    X, blocks = _walk_rows(be, a, rows, len(bk), walks, *opts)
+    if X is None:
+        return None, blocks
+    ball = sum(np.diff(to_numpy(x.indptr)) for x in X)
+    pe = pos[e]
+    sw = (ball[pe[:, 1]] > ball[pe[:, 0]]).astype(int)  # 1: the second endpoint is u
+    idx = np.arange(len(e))
+    u, w, want_u, want_w = pe[idx, sw], pe[idx, 1 - sw], want[idx, sw], want[idx, 1 - sw]
+    order = np.flatnonzero(ball[w] > 0)  # an edge to a node without training edges adds 0
+    order = order[np.lexsort((w[order], _bfs_rank(a)[rows[u[order]]]))]
+    u, w, lab, want_u, want_w = u[order], w[order], lab[order], want_u[order], want_w[order]
+    vu, vw = _pair_values(be, X, u, w, ball, bk, bar, opts[2])
+    num = np.bincount(np.concatenate([lab * n + rows[u], lab * n + rows[w]]),
+                      weights=np.concatenate([vu * want_u, vw * want_w]), minlength=3 * n)
+    return num.reshape(3, n), blocks
+
+
+def _pair_values(be, X, u, w, ball, bk, bar, threads):
+    """``(S_u . T_w, S_w . T_u)`` for the edges (u, w) (store rows of ``X``), sorted by u, in blocks of
+    u's whose table fits ``_TABLE`` entries, on ``threads`` threads."""
+    xp, n = be.xp, X[0].shape[1]
+    if not len(u):
+        return np.zeros(0), np.zeros(0)
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])  # first edge of every distinct u
+    heads, ends = u[starts], np.r_[starts[1:], len(u)]
+    bounds, i, acc, table = [], 0, 0, 1
+    for j, size in enumerate(ball[heads].tolist() + [0]):  # rows x (union width + 1) <= _TABLE
+        if j == len(heads) or (j > i and (j - i + 1) * (min(n, acc + size) + 1) > _TABLE):
+            bounds.append((i, j))
+            i, acc, table = j, 0, max(table, (j - i) * (min(n, acc) + 1))
+        acc += size
+    bar.set_total(len(bounds))
+    vu, vw, d_w = xp.zeros(len(u)), xp.zeros(len(u)), xp.asarray(w)
+    slot = np.repeat(np.arange(len(heads)), ends - starts)  # index of u among the heads
+    local = threading.local()
+
+    def run(bound):
+        if not hasattr(local, "tab"):  # per-thread workspace
+            local.tab = xp.zeros(table, dtype=xp.complex128)
+            local.mark, local.loc = xp.zeros(n, dtype=bool), xp.zeros(n, dtype=be.index)
+        (tab, loc), (b0, b1) = (local.tab, local.loc), bound
+        p0, p1 = int(starts[b0]), int(ends[b1 - 1])
+        width, touched = _fill_table(be, X, xp.asarray(heads[b0:b1]), bk, tab, local.mark, loc)
+        offs = xp.asarray((slot[p0:p1] - b0) * width, dtype=be.index)
+        cum = np.cumsum(ball[w[p0:p1]])
+        cut = np.searchsorted(cum, np.arange(_CHUNK, cum[-1], _CHUNK))
+        for c0, c1 in zip(np.r_[0, cut], np.r_[cut, p1 - p0]):
+            sl = slice(p0 + c0, p0 + c1)
+            for q, x in enumerate(X if c1 > c0 else ()):
+                ptr, ind, dat = _take_rows(xp, x, d_w[sl])
+                got = xp.take(tab, _per_entry(xp, offs[c0:c1], ptr) + xp.take(loc, ind))
+                vu[sl] += bk[q] * _row_sums(xp, got.real, ptr)
+                vw[sl] += bk[q] * _row_sums(xp, got.imag * dat, ptr)
+        tab[touched] = 0.0
+
+    for _ in _waves(run, bounds, threads):
+        bar.update()
+    return to_numpy(vu), to_numpy(vw)
+
+
+def _fill_table(be, X, block, bk, tab, mark, loc):
+    """Write ``S + iT`` of the store rows ``block`` into ``tab``: row-major, one column per node of the
+    union of their supports plus a last, zero, column; ``loc`` maps a node to its column (the zero column
+    when absent).  Returns the row width and the positions written."""
+    xp = be.xp
+    parts = [_take_rows(xp, x, block) for x in X]
+    cols = [ind.astype(be.index) for _, ind, _ in parts]
+    mark[xp.concatenate(cols)] = True
+    union = xp.flatnonzero(mark)
+    mark[union] = False
+    width = len(union) + 1
+    loc.fill(width - 1)
+    loc[union] = xp.arange(len(union), dtype=loc.dtype)
+    base, touched = xp.arange(len(block), dtype=be.index) * width, []
+    for q, ((ptr, _, dat), c) in enumerate(zip(parts, cols)):
+        f, v = _per_entry(xp, base, ptr) + xp.take(loc, c), bk[q] * (dat.astype(xp.float64) + 1j)
+        if xp is np:
+            np.add.at(tab, f, v)  # faster than fancy += in NumPy
+        else:
+            tab[f] += v  # the positions of one level are distinct
+        touched.append(f)
+    return width, xp.concatenate(touched)
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,14 +468,12 @@ def approximate_concentration(train: Any, *, val: Any = None, test: Any = None, 
         raise ValueError(f"k={k!r} must be an integer number of hops in 1..{MAX_K}")
     k = int(k)
     edges, n, gname = _resolve_splits(train, val, test, num_nodes, clean)
-    a = _adjacency(edges["train"], n)
-    p = a + sps.identity(n, format="csr")
+    p = _adjacency(edges["train"], n) + sps.identity(n, format="csr")
     p = sps.diags(1.0 / np.asarray(p.sum(axis=1)).ravel()) @ p
     r = np.random.default_rng(seed).normal(0.0, 1.0 / dim, size=(n, dim))
     be = _Sparse(device)
     xp = be.xp
-    P = be.put(p.tocsr())
-    x = xp.asarray(r)
+    P, x = be.put(p.tocsr()), xp.asarray(r)
     emb = xp.zeros_like(x)
     for _ in range(k):
         x = P @ x
@@ -325,8 +491,7 @@ def approximate_concentration(train: Any, *, val: Any = None, test: Any = None, 
         u = xp.asarray(np.concatenate([e[:, 0], e[:, 1]]))
         v = xp.asarray(np.concatenate([e[:, 1], e[:, 0]]))
         sim = (emb[u] * emb[v]).sum(axis=1)
-        tot = xp.zeros(n)
-        cnt = xp.zeros(n)
+        tot, cnt = xp.zeros(n), xp.zeros(n)
         if be.gpu:
             import cupyx
 
@@ -367,13 +532,13 @@ def subgraph_density(train: Any, *, k: int = 1, num_nodes: Optional[int] = None,
     est = np.minimum(walks.sum(axis=0) + 1, float(n) * 2)
     be = _Sparse(device)
     xp = be.xp
-    A = be.put(a)
-    I = be.put(sps.identity(n, format="csr"))
+    A, I = be.put(a), be.put(sps.identity(n, format="csr"))
     dens = np.zeros(n)
     for lo, hi in _blocks(est, max_block_nnz):
         r = I[lo:hi]
         for _ in range(k):
-            r = _indicator(r + r @ A)
+            r = r + r @ A
+            r.data[:] = 1.0
         m = to_numpy(xp.asarray(r.sum(axis=1)).ravel())
         inner = to_numpy(xp.asarray((r @ A).multiply(r).sum(axis=1)).ravel()) / 2.0
         ok = m > 1
@@ -393,17 +558,12 @@ def walk_concentration(train: Any, *, val: Any = None, test: Any = None, k: int 
     from collections import Counter
 
     edges, n, _ = _resolve_splits(train, val, test, num_nodes, clean)
-    adj = [[] for _ in range(n)]
-    for u, v in edges["train"].tolist():
-        adj[u].append(v)
-        adj[v].append(u)
-    split_adj = {}
+    split_adj = {s: [[] for _ in range(n)] for s in SPLITS}
     for s in SPLITS:
-        lists = [[] for _ in range(n)]
         for u, v in edges[s].tolist():
-            lists[u].append(v)
-            lists[v].append(u)
-        split_adj[s] = lists
+            split_adj[s][u].append(v)
+            split_adj[s][v].append(u)
+    adj = split_adj["train"]
     beta = n / (2.0 * len(edges["train"]))
     memo: Dict[int, list] = {}
 
@@ -415,16 +575,13 @@ def walk_concentration(train: Any, *, val: Any = None, test: Any = None, k: int 
         return levels
 
     def hops(i):
-        if not cache:
-            return expand(i)
-        if i not in memo:
+        if cache and i not in memo:
             memo[i] = expand(i)
-        return memo[i]
+        return memo[i] if cache else expand(i)
 
     rows = []
     for i in (range(n) if nodes is None else nodes):
-        hi = hops(i)
-        row = {"node": i}
+        hi, row = hops(i), {"node": i}
         for s in SPLITS:
             nb = split_adj[s][i]
             den = (sum(beta ** q for q in range(k)) * sum(beta ** q * sum(hi[q].values()) for q in range(k))
@@ -435,12 +592,8 @@ def walk_concentration(train: Any, *, val: Any = None, test: Any = None, k: int 
             vals = []
             for j in nb:
                 hj = hops(j)
-                tot = 0.0
-                for k1 in range(k):
-                    for k2 in range(k):
-                        common = hi[k1].keys() & hj[k2].keys()
-                        tot += beta ** (k1 + k2) * sum(hi[k1][v] for v in common)
-                vals.append(tot / den)
+                vals.append(sum(beta ** (k1 + k2) * sum(hi[k1][v] for v in hi[k1].keys() & hj[k2].keys())
+                                for k1 in range(k) for k2 in range(k)) / den)
             row[s] = float(np.mean(vals))
         rows.append(row)
     return pd.DataFrame(rows, columns=["node", *SPLITS]).set_index("node")

@@ -31,6 +31,12 @@ def topology_findings(report, target: str = "hits@10") -> List[Finding]:
                            f"training degree at {fmt(deg, 2)}: "
                            + ("TC tracks per-node performance better than degree." if better
                               else "TC does not track per-node performance better than degree here."), weight=5))
+    if report.settings.get("variant") == "atc":
+        ag = report.atc_agreement or {}
+        out.append(Finding("tc_sample", ag,
+                           f"Exact TC was computed on a seeded sample of {ag.get('n_test', 0)} test nodes only (its "
+                           f"estimated cost {fmt(report.settings.get('tc_cost'))} is above tc_limit); ATC agrees "
+                           f"with it at Spearman {fmt(ag.get('test'), 2)} on the test split.", weight=4))
     perf = report.nodes[target].dropna() if target in report.nodes else []
     if len(perf):
         out.append(Finding("mean_performance", float(np.mean(perf)),
