@@ -5,10 +5,9 @@ larger batches or a smaller learning rate) is more often poorly connected after 
 hotter one less often.  This script maps each knob over several dense-model seeds and says, per knob and
 density, in how many seeds the direction holds:
 
-* ``holds``: regime I appears at the sparse density, not at the hottest value, and never on the hot side
-  of a value that is not I (the rule of :meth:`RegimeMapResult.pattern`);
-* ``rho``: the Spearman correlation between coldness (rank from hot to cold) and mc at that density
-  (negative: colder is less connected, the paper's direction).
+``holds`` and ``rho`` as in :func:`workbench.pruning.temperature_direction` (the rule of the regime labels,
+and the Spearman correlation of coldness with mc: negative is the paper's direction).  Unlike that function,
+one map per seed holds every density here, so the regime thresholds come from all of them.
 
 Finished cells are kept in a store (``--store``), so an interrupted run resumes.  Output: a Markdown
 table on stdout and in ``--out``.
@@ -22,9 +21,7 @@ import os
 import sys
 import time
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
 from workbench import data as wdata, pruning
 
@@ -45,15 +42,6 @@ def markdown(frame: pd.DataFrame) -> str:
     cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells])
-
-
-def direction(frame: pd.DataFrame, order, density: float):
-    """(holds, rho, regimes hot->cold, mc hot->cold) at ``density``."""
-    at = frame[frame["density"] == density].set_index("value").loc[order]
-    poor = list(at["regime"] == "I")
-    holds = bool(any(poor) and not poor[0] and all(not p or all(poor[i:]) for i, p in enumerate(poor)))
-    rho = stats.spearmanr(np.arange(len(order)), at["mc"].to_numpy()).statistic if at["mc"].nunique() > 1 else 0.0
-    return holds, float(rho), list(at["regime"]), list(at["mc"].round(4))
 
 
 def main(argv=None) -> int:
@@ -78,11 +66,11 @@ def main(argv=None) -> int:
                 res = pruning.analyze("mlp", test, train_data=train, knob=knob, densities=densities, seed=seed,
                                       store=args.store, threads=1, progress=False, **GRIDS[knob],
                                       **RETRAIN[retrain])
-                order = res.hot_to_cold
                 for d in densities:
-                    holds, rho, regimes, mcs = direction(res.frame, order, d)
-                    detail.append(dict(retrain=retrain, knob=knob, seed=seed, density=d, holds=holds, rho=rho,
-                                       regimes=" ".join(regimes), mc=" ".join(f"{m:+.3f}" for m in mcs)))
+                    r = pruning.direction_at(res, d)
+                    detail.append(dict(retrain=retrain, knob=knob, seed=seed, density=d, holds=r["holds"],
+                                       rho=r["rho"], regimes=" ".join(r["regimes"]),
+                                       mc=" ".join(f"{m:+.3f}" for m in r["mc"])))
                 print(f"{retrain} {knob} seed {seed}: {time.perf_counter() - start:.0f} s, counts {res.counts}",
                       file=sys.stderr)
     detail = pd.DataFrame(detail)

@@ -540,3 +540,35 @@ def test_pattern_reads_the_density_contrast_and_the_temperature_direction():
               values=(0.01, 0.05, 0.2))
     assert lr.pattern()["coldest"] == 0.01 and lr.pattern()["hot_to_cold"] == [0.2, 0.05, 0.01]
     assert lr.pattern()["cold_more_poorly_connected"]
+
+
+def test_direction_at_reads_rho_and_the_rule():
+    # hot to cold 1, 10, 100 epochs at density 0.05: mc falls, regime I only at the cold end
+    res = _map([["II-A", "II-B"], ["II-A", "II-B"], ["I", "II-B"]], [[0.01, 0.0], [-0.02, 0.0], [-0.1, 0.0]],
+               densities=(0.05, 0.5))
+    d = pruning.direction_at(res, 0.06)  # the nearest density of the map
+    assert d["density"] == 0.05 and d["rho"] == pytest.approx(-1.0) and d["holds"]
+    assert d["regimes"] == ["II-A", "II-A", "I"] and d["mc"] == [0.01, -0.02, -0.1]
+    rising = pruning.direction_at(_map([["I", "II-B"], ["II-A", "II-B"], ["II-A", "II-B"]],
+                                       [[-0.1, 0.0], [0.0, 0.0], [0.01, 0.0]]), 0.01)
+    assert rising["rho"] == pytest.approx(1.0) and not rising["holds"]
+    frame = pd.DataFrame([dict(seed=0, **d), dict(seed=1, **rising)])
+    result = pruning.DirectionResult(settings={"knob": "epochs", "values": [1, 10, 100], "density": 0.05},
+                                     frame=frame)
+    assert not result.consistent
+    (f,) = result.findings()
+    assert f.value["falls"] == 1 and f.value["holds"] == 1 and "not consistent" in f.text
+
+
+def test_temperature_direction_runs_one_map_per_dense_seed(tmp_path):
+    train, test = digits()
+    kw = dict(knob="epochs", values=[1, 2], densities=[0.1], density=0.1, seeds=[0, 1], retrain_epochs=0.2,
+              points=3, refine=0, store=tmp_path, threads=1, progress=False)
+    res = pruning.temperature_direction("mlp", test.subset(100, seed=0), train_data=train.subset(200, seed=0), **kw)
+    assert list(res.frame["seed"]) == [0, 1] and res.settings["density"] == 0.1
+    assert all(len(m) == 2 for m in res.frame["mc"])
+    # the same cells again come from the store, and a dense seed passed as seed= is refused
+    again = pruning.temperature_direction("mlp", test.subset(100, seed=0), train_data=train.subset(200, seed=0), **kw)
+    pd.testing.assert_frame_equal(res.frame, again.frame)
+    with pytest.raises(ValueError, match="seeds="):
+        pruning.temperature_direction("mlp", test, train_data=train, seed=3)

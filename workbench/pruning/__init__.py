@@ -2,6 +2,8 @@
 
 * :func:`analyze`: the regime map over a temperature knob x density grid (:mod:`.map`);
   :func:`estimate_cost` says what it will cost first; :func:`classify_regimes` labels the cells.
+* :func:`temperature_direction`: the map over several dense-model seeds, and in how many the paper's
+  temperature direction shows.
 * :func:`prune` / :func:`magnitude_mask`: one-shot magnitude pruning, ``scope="layer"`` or ``"global"``;
   masks interoperate with ``torch.nn.utils.prune`` (:func:`to_torch_prune`, :func:`from_torch_prune`).
 * :func:`finetune` (mask fixed), :func:`iterative_prune` (with weight rewinding), :func:`scratch`
@@ -13,6 +15,7 @@ Definitions: ``docs/pruning.md``.  Figures in :mod:`workbench.pruning.figures` (
 from ..lazy import figures_on_demand
 from ..paths import signed_mc
 from .cka import linear_cka, output_cka, outputs
+from .direction import DirectionResult, direction_at, temperature_direction
 from .map import DEFAULT_DENSITIES, analyze, estimate_cost, mode_connectivity
 from .masks import (PruneResult, PruningWarning, apply_mask, density_of, from_torch_prune, layer_densities,
                     magnitude_mask, prunable_parameters, prune, to_torch_prune)
@@ -22,6 +25,7 @@ from .retrain import (BaselineResult, IterativePruneResult, compare_baselines, f
 
 __all__ = [
     "analyze", "estimate_cost", "DEFAULT_DENSITIES", "classify_regimes", "RegimeMapResult", "REGIMES",
+    "temperature_direction", "DirectionResult", "direction_at",
     "prune", "magnitude_mask", "apply_mask", "density_of", "layer_densities", "prunable_parameters",
     "to_torch_prune", "from_torch_prune", "PruneResult", "PruningWarning",
     "finetune", "scratch", "scratch_b_factor", "reinitialize", "iterative_prune", "IterativePruneResult",
