@@ -42,12 +42,14 @@ def test_profile_report_on_a_hugging_face_folder(inputs, capsys, monkeypatch, tm
     assert "BertForSequenceClassification" in page and "top Hessian eigenvalue" in page
 
 
-def test_spectra_report_on_a_torchscript_file(inputs, capsys, tmp_path):
-    code, out, err = _run(["spectra", "--small", "-p", f"model={inputs / 'scripted.pt'}", "--out",
-                           str(tmp_path / "rep")], capsys)
+@pytest.mark.parametrize("file, what", [("scripted.pt", "RecursiveScriptModule"), ("w.safetensors", "checkpoint")])
+def test_spectra_report_on_a_torchscript_file_and_a_streamed_checkpoint(inputs, capsys, tmp_path, file, what):
+    code, out, err = _run(["spectra", "--small", "-p", f"model={inputs / file}", "--out", str(tmp_path / "rep")],
+                          capsys)
     assert code == 0, out + err
     page = _html(tmp_path / "rep" / "spectra.html")
-    assert "block.conv1.weight" in page and "conv2d" in page
+    assert "block.conv1.weight" in page and "conv2d" in page and what in page
+    assert "3 weight matrices" in page or "4 weight matrices" in page
 
 
 def test_landscape_report_on_an_import_path_with_weights_and_images(inputs, capsys, tmp_path):

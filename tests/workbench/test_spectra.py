@@ -718,3 +718,15 @@ def test_compress_on_cuda_leaves_the_model_on_cpu():
     assert rep.settings["device"].startswith("cuda") and rep.before["accuracy"] == 1.0
     assert all(p.device.type == "cpu" for p in m.parameters())
     assert all(p.device.type == "cpu" for p in out.parameters())
+
+
+def test_a_torchscript_module_gives_the_table_of_its_eager_module():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=2),
+                        nn.Flatten(), nn.Linear(8 * 16, 20), nn.Embedding(30, 12))
+    eager = spectra.analyze(net, bootstrap=0, progress=False)
+    scripted = spectra.analyze(torch.jit.script(net), bootstrap=0, progress=False)
+    pd.testing.assert_frame_equal(eager.to_frame(), scripted.to_frame())
+    assert list(eager.to_frame()["kind"]) == ["conv2d", "dense", "embedding"]
+    assert [s["reason"] for s in scripted.skipped] == [s["reason"] for s in eager.skipped]
+    assert any("grouped convolution" in s["reason"] for s in scripted.skipped)

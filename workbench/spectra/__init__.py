@@ -8,11 +8,12 @@ checkpoint on disk (``.safetensors``, a sharded folder, ``.pt``), streamed one t
 """
 from ..lazy import figures_on_demand
 from .analyze import COLUMNS, SpectraResult, analyze
+from .checkpoint import source
 from .extract import WeightMatrix, iter_matrices
 from .powerlaw import PowerLawFit, bootstrap_alpha, fit_powerlaw
 from .welore import CompressionResult, LowRankLinear, WeLoreResult, compress, solve_tau, welore
 
-__all__ = ["analyze", "SpectraResult", "COLUMNS", "fit_powerlaw", "bootstrap_alpha", "PowerLawFit",
+__all__ = ["analyze", "source", "SpectraResult", "COLUMNS", "fit_powerlaw", "bootstrap_alpha", "PowerLawFit",
            "iter_matrices", "WeightMatrix", "welore", "solve_tau", "WeLoreResult", "compress",
            "CompressionResult", "LowRankLinear"]
 

@@ -361,3 +361,24 @@ def _meta(view) -> Any:
     if dtype is None:
         return _Unreadable(f"safetensors dtype {code}: no torch dtype to read it as")
     return torch.empty(view.get_shape(), dtype=dtype, device="meta")
+
+
+def source(spec, *, weights=None):
+    """What :func:`~workbench.spectra.analyze` should read for a model spec: the checkpoint path itself when
+    ``spec`` names weights on disk that can be streamed (a ``.safetensors`` file, a sharded folder, a
+    Hugging Face folder holding safetensors or an index, a ``.pt`` state dict) and no ``weights`` are to be
+    loaded into it; otherwise the module :func:`workbench.models.load` gives (a built-in name, an import
+    path, a TorchScript or pickled-module file, a module).  Streaming holds one matrix at a time instead of
+    the model, so a 7B checkpoint's spectra need no more memory than its largest matrix."""
+    from ..models import load
+    from ..models.load import _is_torchscript
+
+    if weights is None and isinstance(spec, (str, os.PathLike)) and Path(spec).expanduser().exists():
+        path = Path(spec).expanduser()
+        if not (path.is_file() and _is_torchscript(path)):
+            try:
+                CheckpointReader(path)
+                return str(path)
+            except (ValueError, TypeError, RuntimeError):  # not a checkpoint of tensors: a module file
+                pass
+    return load(spec, weights=weights)

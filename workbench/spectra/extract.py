@@ -135,101 +135,128 @@ def check_finite(entry: WeightMatrix, w: torch.Tensor, where: str = "") -> None:
 
 
 def iter_matrices(model, *, embeddings: bool = True) -> Tuple[List[WeightMatrix], List[Dict[str, str]]]:
-    """All weight matrices of ``model`` (an ``nn.Module`` or a state dict) and the skipped entries."""
-    found: List[WeightMatrix] = []
-    skipped: List[Dict[str, str]] = []
+    """All weight matrices of ``model`` (an ``nn.Module``, a TorchScript module or a state dict) and the
+    skipped entries."""
     if isinstance(model, Mapping):
-        for name, w in model.items():
-            entry, why = state_entry(name, w, embeddings=embeddings)
-            if entry is None:
-                skipped.append({"name": name, "reason": why})
-            else:
-                found.append(entry)
-        return found, skipped
+        return _state_matrices(model, embeddings)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module or a state dict (name -> tensor), got {type(model).__name__}")
+    found: List[WeightMatrix] = []
+    skipped: List[Dict[str, str]] = []
+    claim = _Claims()
+    for mname, mod in model.named_modules():
+        cls = class_name(mod)
+        prefix = f"{mname}." if mname else ""
+        if isinstance(mod, nn.MultiheadAttention) or (isinstance(mod, torch.jit.ScriptModule)
+                                                        and cls == "MultiheadAttention"):
+            handled = _attention_entries(mod, prefix, mname, claim, found)
+        else:
+            handled = _weight_entry(mod, prefix, mname, embeddings, claim, found, skipped)
+        # every other parameter registered directly on this module: loose matrices, biases, scales, ...
+        for pname, p in mod.named_parameters(recurse=False):
+            if pname not in handled:
+                _loose_entry(p, pname, prefix, mname, cls, claim, found, skipped)
+    return found, skipped
 
-    seen: Dict[int, str] = {}  # id(parameter) -> the name it was first reported under
 
-    def claim(p: torch.Tensor, name: str) -> str:
+def class_name(mod: nn.Module) -> str:
+    """The class name of ``mod``; for a TorchScript module, the name of the class it was scripted from."""
+    if isinstance(mod, torch.jit.ScriptModule):
+        return str(getattr(mod, "original_name", type(mod).__name__))
+    return type(mod).__name__
+
+
+def _state_matrices(state: Mapping, embeddings: bool):
+    found, skipped = [], []
+    for name, w in state.items():
+        entry, why = state_entry(name, w, embeddings=embeddings)
+        if entry is None:
+            skipped.append({"name": name, "reason": why})
+        else:
+            found.append(entry)
+    return found, skipped
+
+
+class _Claims:
+    """Which parameter was reported under which name (shared parameters are analysed once)."""
+
+    def __init__(self):
+        self.seen: Dict[int, str] = {}
+
+    def __call__(self, p: torch.Tensor, name: str) -> str:
         """'' if ``p`` is new (and mark it), else the name it was first reported under."""
-        first = seen.get(id(p))
+        first = self.seen.get(id(p))
         if first is None:
-            seen[id(p)] = name
+            self.seen[id(p)] = name
             return ""
         return first
 
-    for mname, mod in model.named_modules():
-        cls = type(mod).__name__
-        prefix = f"{mname}." if mname else ""
-        own = dict(mod.named_parameters(recurse=False))
-        handled = set()  # names in ``own`` accounted for by the module-specific rules below
 
-        if isinstance(mod, nn.MultiheadAttention):
-            if getattr(mod, "in_proj_weight", None) is not None:
-                w = mod.in_proj_weight.detach()
-                e = w.shape[0] // 3
-                claim(mod.in_proj_weight, prefix + "in_proj_weight")
-                for i, part in enumerate("qkv"):
-                    rows = slice(i * e, (i + 1) * e)
-                    found.append(WeightMatrix(f"{prefix}in_proj_weight[{part}]", "attention", cls,
-                                              (e, w.shape[1]), _orient(w[rows][None]), 1.0,
-                                              "in_proj_weight", rows, mname))
-                handled.add("in_proj_weight")
-            else:
-                for part in "qkv":
-                    p = getattr(mod, f"{part}_proj_weight")
-                    claim(p, f"{prefix}{part}_proj_weight")
-                    found.append(WeightMatrix(f"{prefix}{part}_proj_weight", "attention", cls, tuple(p.shape),
-                                              _orient(p.detach()[None]), 1.0, f"{part}_proj_weight", None, mname))
-                    handled.add(f"{part}_proj_weight")
-        else:
-            weight, how = _module_weight(mod)
-            if weight is not None:
-                handled.update(how)
-                name = prefix + "weight"
-                if how and how != ("weight",):
-                    for pname in how:
-                        claim(mod.get_parameter(pname), prefix + pname)
-                        skipped.append({"name": prefix + pname,
-                                        "reason": f"factor of the parametrised {name!r}, analysed as the "
-                                                  "effective weight"})
-                first = claim(weight, name) if how == ("weight",) else ""
-                if first:
-                    skipped.append({"name": name, "reason": f"shared with {first!r} (analysed there)"})
-                else:
-                    entry, why = _module_matrix(mod, name, weight.detach(), embeddings)
-                    if entry is None:
-                        skipped.append({"name": name, "reason": why})
-                    else:
-                        entry.path = mname
-                        found.append(entry)
+def _attention_entries(mod, prefix: str, mname: str, claim: _Claims, found: List[WeightMatrix]) -> set:
+    """The q, k, v projections of a ``MultiheadAttention`` (packed or separate) as three matrices."""
+    cls = class_name(mod)
+    if getattr(mod, "in_proj_weight", None) is not None:
+        w = mod.in_proj_weight.detach()
+        e = w.shape[0] // 3
+        claim(mod.in_proj_weight, prefix + "in_proj_weight")
+        for i, part in enumerate("qkv"):
+            rows = slice(i * e, (i + 1) * e)
+            found.append(WeightMatrix(f"{prefix}in_proj_weight[{part}]", "attention", cls, (e, w.shape[1]),
+                                      _orient(w[rows][None]), 1.0, "in_proj_weight", rows, mname))
+        return {"in_proj_weight"}
+    for part in "qkv":
+        p = getattr(mod, f"{part}_proj_weight")
+        claim(p, f"{prefix}{part}_proj_weight")
+        found.append(WeightMatrix(f"{prefix}{part}_proj_weight", "attention", cls, tuple(p.shape),
+                                  _orient(p.detach()[None]), 1.0, f"{part}_proj_weight", None, mname))
+    return {f"{part}_proj_weight" for part in "qkv"}
 
-        # every other parameter registered directly on this module: loose matrices, biases, scales, ...
-        for pname, p in own.items():
-            if pname in handled:
-                continue
-            name = prefix + pname
-            first = claim(p, name)
-            if first == name:  # already listed (a parametrisation factor, reported with its weight)
-                continue
-            if first:
-                skipped.append({"name": name, "reason": f"shared with {first!r} (analysed there)"})
-                continue
-            if p.dim() == 2 and p.is_floating_point():
-                found.append(WeightMatrix(name, "dense", cls, tuple(p.shape), _orient(p.detach()[None]), 1.0,
-                                          pname, None, mname))
-            elif p.dim() == 0:
-                skipped.append({"name": name, "reason": f"scalar parameter of {cls}"})
-            elif p.dim() == 1:
-                what = "bias" if "bias" in pname else "scale/shift" if "Norm" in cls else "vector"
-                skipped.append({"name": name, "reason": f"1-D {what} of {cls}: no matrix"})
-            elif not p.is_floating_point():
-                skipped.append({"name": name, "reason": f"non-float parameter ({p.dtype})"})
-            else:
-                skipped.append({"name": name, "reason": f"{p.dim()}-D parameter of {cls} that is not a "
-                                                        "convolution kernel: no weight matrix"})
-    return found, skipped
+
+def _weight_entry(mod, prefix: str, mname: str, embeddings: bool, claim: _Claims, found, skipped) -> set:
+    """The module's (effective) weight as a matrix, or the reason it is not; the parameter names used."""
+    weight, how = _module_weight(mod)
+    if weight is None:
+        return set()
+    name = prefix + "weight"
+    if how and how != ("weight",):
+        for pname in how:
+            claim(mod.get_parameter(pname), prefix + pname)
+            skipped.append({"name": prefix + pname,
+                            "reason": f"factor of the parametrised {name!r}, analysed as the effective weight"})
+    first = claim(weight, name) if how == ("weight",) else ""
+    if first:
+        skipped.append({"name": name, "reason": f"shared with {first!r} (analysed there)"})
+        return set(how)
+    entry, why = _module_matrix(mod, name, weight.detach(), embeddings)
+    if entry is None:
+        skipped.append({"name": name, "reason": why})
+    else:
+        entry.path = mname
+        found.append(entry)
+    return set(how)
+
+
+def _loose_entry(p, pname: str, prefix: str, mname: str, cls: str, claim: _Claims, found, skipped) -> None:
+    """A parameter registered on a module outside its weight: a 2-D one is a matrix, the rest are listed."""
+    name = prefix + pname
+    first = claim(p, name)
+    if first == name:  # already listed (a parametrisation factor, reported with its weight)
+        return
+    if first:
+        skipped.append({"name": name, "reason": f"shared with {first!r} (analysed there)"})
+    elif p.dim() == 2 and p.is_floating_point():
+        found.append(WeightMatrix(name, "dense", cls, tuple(p.shape), _orient(p.detach()[None]), 1.0, pname, None,
+                                  mname))
+    elif p.dim() == 0:
+        skipped.append({"name": name, "reason": f"scalar parameter of {cls}"})
+    elif p.dim() == 1:
+        what = "bias" if "bias" in pname else "scale/shift" if "Norm" in cls else "vector"
+        skipped.append({"name": name, "reason": f"1-D {what} of {cls}: no matrix"})
+    elif not p.is_floating_point():
+        skipped.append({"name": name, "reason": f"non-float parameter ({p.dtype})"})
+    else:
+        skipped.append({"name": name, "reason": f"{p.dim()}-D parameter of {cls} that is not a convolution "
+                                                "kernel: no weight matrix"})
 
 
 def _module_weight(mod: nn.Module):
@@ -273,12 +300,17 @@ def norm_hook(mod: nn.Module, name: str = "weight"):
     return next((h for h in norm_hooks(mod) if getattr(h, "name", None) == name), None)
 
 
+_CONV_CLASSES = {c.__name__ for c in (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                                      nn.ConvTranspose3d, nn.LazyConv1d, nn.LazyConv2d, nn.LazyConv3d)}
+
+
 def _module_matrix(mod: nn.Module, name: str, weight: torch.Tensor, embeddings: bool):
     """The :class:`WeightMatrix` of a module's (effective) ``weight``, or ``(None, reason)``."""
-    cls = type(mod).__name__
+    cls = class_name(mod)
     if parametrize.is_parametrized(mod):  # torch names the class ParametrizedLinear, ParametrizedConv1D, ...
         cls = cls.replace("Parametrized", "", 1)
-    if isinstance(mod, nn.Embedding):
+    scripted = isinstance(mod, torch.jit.ScriptModule)  # no isinstance checks: the scripted class name
+    if isinstance(mod, nn.Embedding) or (scripted and cls == "Embedding"):
         if not embeddings:
             return None, "embedding (embeddings=False)"
         return WeightMatrix(name, "embedding", cls, tuple(weight.shape), _orient(weight[None])), ""
@@ -288,11 +320,11 @@ def _module_matrix(mod: nn.Module, name: str, weight: torch.Tensor, embeddings: 
     if not weight.is_floating_point():
         return None, f"non-float weight ({weight.dtype})"
     if weight.dim() > 2:
-        if not isinstance(mod, nn.modules.conv._ConvNd):
+        if not (isinstance(mod, nn.modules.conv._ConvNd) or (scripted and cls in _CONV_CLASSES)):
             return None, f"{weight.dim()}-D weight of {cls}, not a convolution module: no weight matrix"
-        if isinstance(mod, nn.Conv3d) or weight.dim() > 4:
+        if isinstance(mod, nn.Conv3d) or cls.startswith(("Conv3d", "ConvTranspose3d")) or weight.dim() > 4:
             return None, f"{cls} with a {weight.dim()}-D kernel is not supported"
-        if mod.groups != 1:
+        if getattr(mod, "groups", 1) != 1:
             return None, f"grouped convolution (groups={mod.groups}) is not supported"
     if cls == "Conv1D" and weight.dim() == 2:  # transformers' GPT-2 style layer: weight is (in, out)
         weight = weight.t()
