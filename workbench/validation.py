@@ -112,6 +112,7 @@ def probe(model: nn.Module, data: Any, *, loss_fn: Optional[Callable] = None, na
 
     if needs_loss:
         check_has_head(model)
+    check_finite_weights(model)
     ds = as_dataset(data, name)
     dev = next((p.device for p in model.parameters()), torch.device("cpu")) if device is None else device
     xb, yb = ds.X[:2].to(dev), ds.y[:2].to(dev)
@@ -129,6 +130,7 @@ def probe(model: nn.Module, data: Any, *, loss_fn: Optional[Callable] = None, na
                              "model(x) returns its output scores (a Hugging Face model: workbench.models.load)")
         if not needs_loss:
             return ds
+        _check_labels(out, ds, name)
         fn = resolve(loss_fn, model)
         try:
             loss = batch_loss_sum(fn, out, yb)
@@ -143,6 +145,25 @@ def probe(model: nn.Module, data: Any, *, loss_fn: Optional[Callable] = None, na
     finally:
         model.train(was)
     return ds
+
+
+IGNORE_INDEX = -100  # targets a loss skips (the convention of torch's cross-entropy and Hugging Face)
+
+
+def _check_labels(out: torch.Tensor, ds: Dataset, name: str) -> None:
+    """Class labels (integer targets, one score per class on the last axis) must index the model's outputs."""
+    y = ds.y
+    if y.is_floating_point() or y.is_complex() or out.dim() != y.dim() + 1 or not y.numel():
+        return
+    classes = out.shape[-1]
+    used = y[y != IGNORE_INDEX]
+    if not used.numel():
+        return
+    lo, hi = int(used.min()), int(used.max())
+    if lo < 0 or hi >= classes:
+        raise InputError(f"the targets of {name} run from {lo} to {hi}, but the model scores {classes} classes "
+                         f"(labels 0 to {classes - 1}); relabel {name} to 0..{classes - 1} or give the model "
+                         f"{hi + 1} outputs")
 
 
 def positive(value: Any, name: str, *, integer: bool = False, allow_zero: bool = False) -> None:

@@ -126,7 +126,7 @@ def test_non_finite_weights_are_named():
     net = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3))
     with torch.no_grad():
         net[2].weight[0, 0] = float("nan")
-    with pytest.raises(ValueError, match=r"\['2\.weight'\] hold NaN"):
+    with pytest.raises(ValueError, match=r"2\.weight \(1 of"):
         pruning.prune(net, 0.5)
     with pytest.raises(InputError, match=r"non-finite .* weights in 2\.weight \(1 of 12 values\)"):
         landscape.plane(net, _data(), steps=3, progress=False)

@@ -362,13 +362,16 @@ def _runs_on(model: nn.Module, x: torch.Tensor) -> bool:
 
 
 def example_input(model: nn.Module, data: Any = None) -> torch.Tensor:
-    """A small input batch for tracing: from ``data`` if given, else inferred from the model.
+    """A small input batch for tracing: from ``data`` (a data set, or an input tensor) if given, else inferred
+    from the model.
 
     Without ``data``: the ``config`` of the reference models; otherwise the first layer that touches the
     input, a ``Linear`` (``(2, in_features)``) or a ``Conv1d``/``Conv2d``/``Conv3d`` (``in_channels`` with
     the first spatial size among 8, 28, 32, 16, 64, 224 that the model runs on).  Raises a ValueError
     asking for ``data=`` when no shape works.
     """
+    if isinstance(data, torch.Tensor):  # an input batch itself
+        return data[: min(4, len(data))]
     if data is not None:
         ds = as_dataset(data, "data")
         return ds.X[: min(4, len(ds))]

@@ -21,14 +21,13 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from ..backend import DeviceLike, resolve_device
-from ..data import as_dataset
 from ..losses import resolve as resolve_loss
 from ..models import evaluate
 from ..paramspace import flatten
 from ..progress import ProgressLike
 from ..results import Result
 from ..training import fit
-from ..validation import as_model
+from ..validation import as_model, probe
 from .projections import Projection, make_projection
 
 
@@ -157,8 +156,8 @@ def subspace_train(model: nn.Module, data: Any = None, *, d: int, train_data: An
     model = as_model(model)
     if data is None:
         raise ValueError("subspace_train needs data: the split whose accuracy is reported")
-    test = as_dataset(data, "data")
-    ds = as_dataset(train_data, "train_data") if train_data is not None else test
+    test = probe(model, data, loss_fn=loss_fn, name="data")
+    ds = probe(model, train_data, loss_fn=loss_fn, name="train_data") if train_data is not None else test
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     d = int(d)

@@ -116,6 +116,8 @@ def _axis(steps: int, lo: float, hi: float, name: str) -> np.ndarray:
     steps = int(steps)
     if steps < 1:
         raise ValueError(f"{name} must be at least 1, got {steps}")
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        raise ValueError(f"span=({lo:g}, {hi:g}): the range must run from a lower to a higher coordinate")
     return np.linspace(lo, hi, steps)
 
 
@@ -124,6 +126,9 @@ def _centred_axis(steps: int, span: float, name: str = "steps") -> np.ndarray:
     steps = int(steps)
     if steps < 1:
         raise ValueError(f"{name} must be at least 1, got {steps}")
+    if not (np.isfinite(span) and span > 0):
+        raise ValueError(f"span={span:g}: the grid covers [-span, span], so span must be a positive number "
+                         "(for an asymmetric range along a line use landscape.line's span=(lo, hi))")
     if steps % 2 == 0:
         raise ValueError(f"{name}={steps} is even, so the grid on [-{span:g}, {span:g}] would miss the model "
                          f"(coordinate 0); use an odd number, e.g. {name}={steps + 1}")

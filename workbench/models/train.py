@@ -12,7 +12,6 @@ import torch
 import torch.nn as nn
 
 from ..backend import DeviceLike, resolve_device
-from ..data import as_dataset
 from ..losses import resolve as resolve_loss
 from ..progress import ProgressLike
 from ..results import Result
@@ -60,10 +59,10 @@ def evaluate(model: nn.Module, data: Any, *, loss_fn: Optional[Callable] = None,
     """
     from ..paramspace import batch_loss_sum
 
-    from ..validation import check_has_head
+    from ..validation import check_has_head, probe
 
     check_has_head(model, "a loss and an accuracy")
-    ds = as_dataset(data)
+    ds = probe(model, data, loss_fn=loss_fn, name="data")
     dev = resolve_device(device)
     loss_fn = resolve_loss(loss_fn, model)
     was_training = model.training
@@ -95,9 +94,11 @@ def train(model: nn.Module, data: Any, *, epochs: float = 20, lr: float = 0.05, 
     ``checkpoint_dir``, written to disk as they are taken.  ``mask`` maps parameter names to 0/1 tensors
     kept fixed (pruned weights stay exactly zero).  Raises on a NaN or infinite loss, naming the epoch.
     """
-    ds = as_dataset(data, "data")
-    test = as_dataset(test_data, "test_data") if test_data is not None else None
+    from ..validation import probe
+
     check_schedule(epochs, lr, batch_size)
+    ds = probe(model, data, loss_fn=loss_fn, name="data")
+    test = probe(model, test_data, loss_fn=loss_fn, name="test_data") if test_data is not None else None
     dev = resolve_device(device)
     loss_fn = resolve_loss(loss_fn, model)
     model.to(dev)

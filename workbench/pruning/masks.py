@@ -206,6 +206,9 @@ def prune(model: nn.Module, density: float, *, scope: str = "layer", parameters:
     :func:`workbench.pruning.finetune` or ``workbench.models.train(..., mask=mask)``; hand it to PyTorch
     with :func:`to_torch_prune`.
     """
+    from ..validation import check_finite_weights
+
+    check_finite_weights(model)  # the pruned model would compute NaN whatever the mask
     target = copy.deepcopy(model) if copy_model else model
     mask = magnitude_mask(target, density, scope=scope, parameters=parameters, min_layer_density=min_layer_density)
     apply_mask(target, mask)

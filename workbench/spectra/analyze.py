@@ -55,7 +55,11 @@ class SpectraResult(Result):
 
     def _index(self, layer) -> int:
         if isinstance(layer, (int, np.integer)):
-            return int(layer)
+            n = len(self.table)
+            if not -n <= int(layer) < n:
+                raise IndexError(f"layer={int(layer)}: the result has {n} matrices (rows 0 to {n - 1}); pass a row "
+                                 f"number in that range or a name from result.names")
+            return int(layer) % n
         try:
             return self.names.index(layer)
         except ValueError:
