@@ -242,6 +242,36 @@ def split_color(split: str, i: int = 0) -> str:
     return ROLE.get(split, COLORS[i % len(COLORS)]) if split in ("train", "val", "test") else COLORS[i % len(COLORS)]
 
 
+def short_names(names, width: int = 30) -> List[str]:
+    """Tick labels for long parameter names: without a trailing ``.weight``, and of more than ``width``
+    characters only the last dotted parts that fit (``"…layer.0.attention.self.query"``); the full names
+    belong in the hover."""
+    out = []
+    for n in map(str, names):
+        n = n[: -len(".weight")] if n.endswith(".weight") and not n[: -len(".weight")].isdigit() else n
+        parts = n.split(".")
+        while len(parts) > 1 and len(".".join(parts)) > width - 1:
+            parts = parts[1:]
+        tail = ".".join(parts)
+        out.append(n if len(n) <= width else "…" + (tail if len(tail) < width else tail[-(width - 1):]))
+    return out
+
+
+MANY_TICKS = 12  # more category labels than this are written vertically, and the figure grows
+
+
+def many_ticks_height(n: int, base: int = HEIGHT) -> int:
+    """A taller figure when ``n`` categories are labelled at an angle under the axis."""
+    return base + (200 if n > MANY_TICKS else 0)
+
+
+def names_axis(names) -> dict:
+    """Axis settings labelling categories ``names`` with :func:`short_names` (vertical when many)."""
+    names = list(names)
+    return dict(tickmode="array", tickvals=names, ticktext=short_names(names),
+                tickangle=-90 if len(names) > MANY_TICKS else None)
+
+
 def legend_entry(name: str, color: str, *, symbol: str = "square", mode: str = "markers",
                  dash: Optional[str] = None) -> go.Scatter:
     """A legend-only entry (no data, no hover) explaining a colour or marker used inside another trace."""

@@ -18,6 +18,7 @@ from ..plotting import COLORS, ROLE, base_layout, fmt, hline, hover, log_axis, v
 __all__ = ["search", "comparison", "profile", "twonn", "projection_cost"]
 
 FEW_SEEDS = 3
+ESTIMATORS = {"twonn": "TwoNN", "mle": "Levina-Bickel MLE"}
 D_AXIS = "subspace dimension d (log scale)"
 
 
@@ -112,7 +113,7 @@ def comparison(results: Dict[str, object], *,
 def profile(result, *, title: Optional[str] = None) -> go.Figure:
     """Intrinsic dimension of each layer's representation, in forward order."""
     f = result.frame
-    est = result.settings.get("estimator", "")
+    est = ESTIMATORS.get(result.settings.get("estimator", ""), result.settings.get("estimator", ""))
     fig = go.Figure(go.Scatter(
         x=f["layer"], y=f["dimension"], mode="lines+markers", name="intrinsic dimension",
         line=dict(color=ROLE["data"]), marker=dict(size=8),

@@ -10,7 +10,8 @@ from typing import Union
 import numpy as np
 import plotly.graph_objects as go
 
-from ..plotting import ROLE, base_layout, fmt, hline, hover, legend_entry, log_axis, vline
+from ..plotting import (ROLE, base_layout, fmt, hline, hover, legend_entry, log_axis, many_ticks_height, names_axis,
+                        vline)
 from .analyze import SpectraResult
 from .powerlaw import EVALS_THRESH, powerlaw_pdf
 from .welore import WeLoreResult
@@ -83,17 +84,18 @@ def esd(result: SpectraResult, layer: Union[int, str] = 0, *, bins: int = 60) ->
         fig.update_xaxes(**log_axis(ev.min(), ev.max()))
         fig.update_yaxes(**log_axis(drawn.min(), drawn.max()))
         if np.isfinite(alpha):
-            vline(fig, xmin, f"x_min = {fmt(xmin)}", color=ROLE["fit"])
+            where = np.log10(xmin / ev.min()) / max(np.log10(ev.max() / ev.min()), 1e-12)
+            vline(fig, xmin, f"x_min = {fmt(xmin)}", color=ROLE["fit"], side="left" if where > 0.7 else "right")
     else:
         fig.add_annotation(x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
                            text=f"no eigenvalue above {EVALS_THRESH:g}")
     if np.isfinite(alpha):
         q = f", read as {row['quality']}" if row["quality"] else ""
-        sub = (f"α = {alpha:.2f} [{fmt(row['alpha_lo'])}, {fmt(row['alpha_hi'])}]{q}<br>"
+        sub = (f"{row['shape']} matrix; α = {alpha:.2f} [{fmt(row['alpha_lo'])}, {fmt(row['alpha_hi'])}]{q}<br>"
                f"{_sample_note(n_tail, int(row['num_evals']))}")
     else:
-        sub = f"no power-law fit: {int(row['num_evals'])} eigenvalues (a fit needs at least 8)"
-    return base_layout(fig, f"Eigenvalue spectrum of {row['name']} ({row['shape']})", subtitle=sub, height=440,
+        sub = f"{row['shape']} matrix; no power-law fit: {int(row['num_evals'])} eigenvalues (a fit needs 8)"
+    return base_layout(fig, f"Eigenvalue spectrum of {row['name']}", subtitle=sub, height=440,
                        bargap=0)
 
 
@@ -128,15 +130,16 @@ def alpha(result: SpectraResult) -> go.Figure:
     if small.any():
         fig.add_trace(legend_entry(f"fit on fewer than {SMALL_SAMPLE} tail eigenvalues (small sample)", ROLE["data"],
                                    symbol="circle-open"))
-    fig.update_xaxes(tickmode="array", tickvals=x, ticktext=list(t["name"]), title="weight matrix (module order)")
+    fig.update_xaxes(names_axis(t["name"]), tickvals=x, title="weight matrix (module order)")
     fig.update_yaxes(title="α (power-law exponent of the ESD tail)", range=_alpha_range(t) if len(t) else None)
     hline(fig, 2, "α = 2: over-trained below", above=False, left=True, dash="dot")
     hline(fig, 6, "α = 6: under-trained above", left=True, dash="dot")
     unfit = int(t["alpha"].isna().sum())
     sub = "2 ≤ α ≤ 6 reads as well-trained (a heuristic band)"
     if unfit:
-        sub += f"; {unfit} matrices with fewer than 8 eigenvalues have no fit"
-    return base_layout(fig, "Power-law exponent α of each weight matrix", subtitle=sub)
+        sub += f"; {unfit} matri{'ces' if unfit != 1 else 'x'} with fewer than 8 eigenvalues: no fit"
+    return base_layout(fig, "Power-law exponent α of each weight matrix", subtitle=sub,
+                       height=many_ticks_height(len(t)))
 
 
 def metric(result: SpectraResult, metric: str = "stable_rank") -> go.Figure:
@@ -148,10 +151,10 @@ def metric(result: SpectraResult, metric: str = "stable_rank") -> go.Figure:
     fig = go.Figure(go.Bar(x=t["name"], y=t[metric], marker_color=ROLE["data"], name=label,
                            customdata=np.stack([t["shape"]], 1),
                            hovertemplate=hover("%{x} (%{customdata[0]})", f"{label}: %{{y:.4g}}")))
-    fig.update_xaxes(title="weight matrix (module order)")
+    fig.update_xaxes(names_axis(t["name"]), title="weight matrix (module order)")
     fig.update_yaxes(title=label)
     head = label[0].upper() + label[1:]
-    return base_layout(fig, f"{head} of each weight matrix", height=380)
+    return base_layout(fig, f"{head} of each weight matrix", height=many_ticks_height(len(t), 380))
 
 
 def welore(plan: WeLoreResult) -> go.Figure:
@@ -160,15 +163,15 @@ def welore(plan: WeLoreResult) -> go.Figure:
     colors = [ROLE["fit"] if lrc else ROLE["data"] for lrc in t["lrc"]]
     fig = go.Figure(go.Bar(
         x=t["name"], y=t["reduction"], marker_color=colors, text=t["label"], name="rank reduction", showlegend=False,
-        customdata=np.stack([t["kept_rank"], t["rank"]], 1), textposition="auto",
+        customdata=np.stack([t["kept_rank"], t["rank"]], 1), textposition="auto" if len(t) <= 12 else "none",
         hovertemplate=hover("%{x}: %{text}", "rank reduction: %{y:.1%}",
                             "kept %{customdata[0]} of %{customdata[1]} singular values")))
     fig.add_trace(legend_entry("LRC (low-rank component)", ROLE["fit"]))
     fig.add_trace(legend_entry("N-LRC", ROLE["data"]))
     ratio = plan.settings.get("lrc_ratio", 0.5)
-    fig.update_xaxes(title="weight matrix (module order)")
+    fig.update_xaxes(names_axis(t["name"]), title="weight matrix (module order)")
     fig.update_yaxes(title="rank reduction (fraction of singular values dropped)", range=[0, 1], tickformat=".0%")
     hline(fig, ratio, f"LRC above {ratio:.0%}", dash="dot")
     return base_layout(fig, f"WeLore drops {plan.overall:.1%} of all singular values at τ = {plan.tau:.3f}",
                        subtitle=f"parameters of the rank-r factors: × {plan.param_ratio:.2f} of the dense matrices",
-                       height=400)
+                       height=many_ticks_height(len(t), 400))
