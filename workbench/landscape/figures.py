@@ -135,7 +135,8 @@ def contour(result: LandscapeResult, *, split: Optional[str] = None, metric: str
     head = label[0].upper() + label[1:]
     base_layout(fig, title or f"{head} on a plane through the model", subtitle=_subtitle(result), height=520,
                 xaxis_title=xt, yaxis_title=yt)
-    fig.update_yaxes(scaleanchor="x", scaleratio=1, zeroline=False)
+    fig.update_yaxes(scaleanchor="x", scaleratio=1, zeroline=False, constrain="domain")
+    fig.update_xaxes(constrain="domain")
     return fig
 
 
