@@ -23,9 +23,9 @@ def test_panel_with_given_models_draws_curves_table_and_layers(pair):
     s = res.summary()
     assert s.loc[("weight", "test"), "max_minus_mean"] < s.loc[("original", "test"), "max_minus_mean"] / 3
     names = {t.name for t in p.figures["curves"].data}
-    assert names == {"original (test)", "original (train)", "weight (test)", "weight (train)"}
+    assert names == {"as trained, test", "as trained, train", "aligned by weights, test", "aligned by weights, train"}
     # the drawn test curve is the result's curve
-    tr = next(t for t in p.figures["curves"].data if t.name == "original (test)")
+    tr = next(t for t in p.figures["curves"].data if t.name == "as trained, test")
     c = res.curve[(res.curve["model"] == "original") & (res.curve["split"] == "test")].sort_values("alpha")
     assert list(tr.y) == pytest.approx(list(c["loss"]))
     assert "max_minus_chord" in p.table.value and "signed_mc" in p.table.value

@@ -53,7 +53,8 @@ def test_panel_hessian_spectrum():
     eig = p.result.eigen.eigenvalues
     assert list(eig) == sorted(eig, reverse=True)
     spec = p.figures["spectrum"]
-    assert len(spec.data) == 1 and np.trapezoid(spec.data[0].y, spec.data[0].x) == pytest.approx(1.0, abs=0.02)
+    assert len(spec.data) == 2 and np.trapezoid(spec.data[0].y, spec.data[0].x) == pytest.approx(1.0, abs=0.02)
+    np.testing.assert_allclose(np.asarray(spec.data[1].x, float), eig)  # the top eigenvalues, marked
     # unchecking the Hessian and running again leaves no old spectrum on show
     p.widgets["hessian"].value = False
     p.run()
