@@ -15,6 +15,8 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "backend", "progress", "results", "data", "models", "spectra", "paramspace", "landscape",
     "connectivity", "pruning", "sweep", "intrinsic_dimension", "topology", "report", "cli",
+    "batchnorm", "paths", "training", "losses", "validation", "findings", "display", "pages", "parameters",
+    "lazy", "plotting",
 }
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -225,6 +226,10 @@ def analyze(model, data: Any = None, *, device: DeviceLike = "auto", embeddings:
     if data is not None:
         raise ValueError("spectra.analyze reads only the weights: pass data=None (spectra needs no data)")
     dev = resolve_device(device)
+    if isinstance(model, (str, os.PathLike)):  # a model spec: a checkpoint on disk is streamed, anything else loaded
+        from .checkpoint import source
+
+        model = source(model)
     reader = open_matrices(model, embeddings=embeddings)
     entries, skipped = reader.entries, reader.skipped
     if max_size is not None:
