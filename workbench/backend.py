@@ -200,3 +200,54 @@ def run_in_chunks(total: int, chunk: int, work: Callable[[int, int], Any], *, de
             on_done(start, stop, value)
         start = stop
     return chunk
+
+
+def run_halving(total: int, chunk: int, work: Callable[[int, int], Any], *, what: str, fix: str,
+                device: DeviceLike = "cpu", on_done: Optional[Callable[[int, int, Any], None]] = None,
+                record: Optional[dict] = None) -> int:
+    """:func:`run_in_chunks` that keeps a record and says what to do when one item does not fit.
+
+    ``record`` (a dict) is filled with ``chunks`` (chunks finished, added to what it holds),
+    ``halvings`` (out-of-memory retries, likewise) and ``chunk_sizes`` (every chunk size tried, in
+    order, appended).  When even one of the ``what`` does not fit, the ``MemoryError`` names them, the
+    cause and ``fix`` (the argument or setting that helps).  Returns the final chunk size.
+    """
+    rec = record if record is not None else {}
+    rec.setdefault("chunks", 0)
+    rec.setdefault("halvings", 0)
+    sizes = rec.setdefault("chunk_sizes", [])
+    chunk = max(1, int(chunk))
+    if not sizes or sizes[-1] != chunk:
+        sizes.append(chunk)
+
+    def attempt(start: int, stop: int):
+        try:
+            return work(start, stop)
+        except Exception as exc:
+            if is_out_of_memory(exc) and sizes[-1] > 1:
+                rec["halvings"] += 1
+                sizes.append(sizes[-1] // 2)  # what run_in_chunks tries next
+            raise
+
+    def done(start: int, stop: int, value: Any) -> None:
+        rec["chunks"] += 1
+        if on_done is not None:
+            on_done(start, stop, value)
+
+    try:
+        return run_in_chunks(total, chunk, attempt, device=device, on_done=done, what=what)
+    except MemoryError as exc:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        raise MemoryError(f"one of the {what} does not fit in memory ({cause}): {fix}") from exc
+
+
+class MemoryBudgetError(MemoryError, ValueError):
+    """A memory budget (a ``max_memory``-like argument, or by default the memory available) too small for
+    even one item of the work: both a ``MemoryError`` and an error in the argument's value."""
+
+
+def memory_budget(device: DeviceLike = "cpu", *, share: float = 0.5, cap: Optional[float] = None) -> float:
+    """``share`` of :func:`available_memory` on ``device`` (the simulated limit when one is set), at most
+    ``cap`` bytes: the default budget of work that sizes its passes itself."""
+    budget = share * available_memory(device)
+    return float(budget if cap is None else min(budget, cap))

@@ -143,9 +143,12 @@ class LayerwiseResult(Result):
 
 
 def _settings(op: HessianOperator, **kw) -> Dict[str, Any]:
+    """The operator's description; ``batch_size`` is the one the products ended with (halved from the one
+    asked for while a batch did not fit in memory, ``batch_halvings`` times)."""
     s = dict(device=describe(op.device), dim=op.dim, params="all" if len(op.names) == sum(
         1 for p in op.model.parameters() if p.requires_grad) else list(op.names), data=len(op.data),
-        loss_fn=getattr(op.loss_fn, "__name__", type(op.loss_fn).__name__))
+        loss_fn=getattr(op.loss_fn, "__name__", type(op.loss_fn).__name__), batch_size=op.batch_size,
+        batch_halvings=int(op.memory.get("halvings", 0)))
     s.update(kw)
     return s
 
@@ -338,6 +341,8 @@ def layerwise(model: nn.Module, data: Any = None, *, loss_fn: Optional[Callable]
     Each group's eigenvalues come from :func:`eigenvalues` (Lanczos, sorted largest first, ``k`` capped at
     the group's size) with the number of Hessian-vector products used (``n_iter``) and whether they
     converged; the density from :func:`density` with ``density_runs`` runs of ``density_steps`` steps.
+    A data batch that does not fit in memory is halved (:class:`~.hessian.HessianOperator`) and the next
+    groups start from the smaller size; the settings give the last ``batch_size`` and the ``batch_halvings``.
     """
     model = as_model(model)
     if k < 1:
@@ -345,10 +350,11 @@ def layerwise(model: nn.Module, data: Any = None, *, loss_fn: Optional[Callable]
     dev = resolve_device(device)
     work = _on_device(model, dev)  # one copy for all groups when the model lives elsewhere
     groups = parameter_groups(work, by=by)
-    rows, vals, res, dens = [], {}, {}, {}
+    rows, vals, res, dens, halvings = [], {}, {}, {}, 0
     with Progress(len(groups), "layers", progress) as bar:
         for name, names in groups.items():
             op = HessianOperator(work, data, loss_fn=loss_fn, params=names, batch_size=batch_size, device=dev)
+            bs = op.batch_size
             ev = eigenvalues(op, k=min(k, op.dim), max_iter=min(max_iter, op.dim), tol=tol, seed=seed,
                              progress=bar.stage(f"{name}: eigenvalues", 0.5))
             tr = trace(op, n_samples=n_samples, seed=seed, progress=bar.stage(f"{name}: trace", 0.5))
@@ -362,11 +368,13 @@ def layerwise(model: nn.Module, data: Any = None, *, loss_fn: Optional[Callable]
                 d = _density(op, n_runs=density_runs, steps=density_steps, sigma=sigma, seed=seed, progress=False)
                 dens[name] = {"grid": d.grid, "density": d.density, "nodes": d.nodes, "weights": d.weights,
                               "sigma": float(d.settings["sigma"])}
+            halvings += int(op.memory.get("halvings", 0))
+            batch_size = op.batch_size if op.batch_size < bs else batch_size  # the next group starts there
             bar.update()
     return LayerwiseResult(settings=dict(by=by, k=k, n_samples=n_samples, max_iter=max_iter, tol=tol, seed=seed,
                                          density=bool(density), density_runs=density_runs if density else None,
                                          density_steps=density_steps if density else None,
-                                         device=describe(dev)),
+                                         device=describe(dev), batch_size=batch_size, batch_halvings=halvings),
                            frame=pd.DataFrame(rows), eigenvalues=vals, residuals=res, densities=dens)
 
 

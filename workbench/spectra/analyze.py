@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..backend import DeviceLike, resolve_device
+from ..backend import DeviceLike, check_allocation, resolve_device, run_halving
 from ..progress import Progress, ProgressLike
 from ..results import Result
 from .checkpoint import open_matrices
@@ -143,6 +143,38 @@ def _batch_eigenvalues(entries: List[WeightMatrix], batch: List[int], load, dtyp
     return [part.reshape(-1) for part in torch.split(ev, [entries[i].rf for i in batch])]
 
 
+def eigen_bytes(entries: List[WeightMatrix], batch: List[int], dtype: torch.dtype, method: str) -> int:
+    """Peak memory of one eigenvalue call on ``batch``: the ``(k, N, M)`` stack in ``dtype`` plus, for
+    ``"gram"``, its ``M x M`` Gram matrices and the copy the symmetric eigensolver works on (``"svd"``:
+    the stack and the solver's copy of it)."""
+    first = entries[batch[0]]
+    k, n_rows, n_cols = sum(entries[i].rf for i in batch), first.N, first.M
+    per = n_rows * n_cols + 2 * n_cols * n_cols if method == "gram" else 2 * n_rows * n_cols + n_cols
+    return k * per * (torch.finfo(dtype).bits // 8)
+
+
+def _split_eigenvalues(entries: List[WeightMatrix], batch: List[int], reader, dtype: torch.dtype, dev,
+                       method: str, record: Dict[str, Any]):
+    """``(index, eigenvalues)`` of every entry in ``batch``: one call, or halves of the batch (and halves of
+    those) while a call does not fit in memory (``record`` counts the calls and halvings)."""
+    out: List[tuple] = []
+
+    def work(start: int, stop: int) -> List[torch.Tensor]:
+        part = batch[start:stop]
+        check_allocation(eigen_bytes(entries, part, dtype, method),
+                         f"the eigenvalues of {stop - start} matrices {entries[part[0]].N}x{entries[part[0]].M}")
+        return _batch_eigenvalues(entries, part, reader.load, dtype, dev, method, reader.release)
+
+    def keep(start: int, stop: int, evs: List[torch.Tensor]) -> None:
+        out.extend(zip(batch[start:stop], evs))
+
+    first = entries[batch[0]]
+    what = f"{first.N}x{first.M} weight matrices (from {first.name})"
+    run_halving(len(batch), len(batch), work, device=dev, on_done=keep, record=record, what=what,
+                fix="raise the memory limit, pass dtype=torch.float32, or skip the largest with max_size=")
+    return out
+
+
 def _quality(alpha: float) -> str:
     if not np.isfinite(alpha):
         return ""
@@ -219,6 +251,9 @@ def analyze(model, data: Any = None, *, device: DeviceLike = "auto", embeddings:
         (one tensor per call), and any budget given bounds the memory of the streamed run.
     mp_fit : compute ``mp_softrank`` (weightwatcher's MP fit, see :mod:`~workbench.spectra.mp`); NaN if False.
 
+    A batch whose stack and Gram matrices do not fit in memory (see :func:`eigen_bytes`) is split in
+    halves until they do, with the same eigenvalues; ``settings["eigen_halvings"]`` counts the splits.
+
     ``numerical_rank`` counts the eigenvalues above ``lambda_max * max(N, M) * eps`` (see
     :func:`rank_tolerance`; ``eps`` of ``dtype`` or of the weights' dtype, whichever is coarser), the same for
     ``method="gram"`` and ``"svd"``.
@@ -249,10 +284,10 @@ def analyze(model, data: Any = None, *, device: DeviceLike = "auto", embeddings:
     evals: List[Optional[np.ndarray]] = [None] * len(entries)
     budget = reader.batch_elements if batch_elements is None else int(batch_elements)
     batches = _batches(entries, budget)
+    memory: Dict[str, Any] = {}
     with Progress(len(batches) + len(entries), "spectra", progress) as bar:
         for batch in batches:
-            for i, ev in zip(batch, _batch_eigenvalues(entries, batch, reader.load, dtype, dev, method,
-                                                        reader.release)):
+            for i, ev in _split_eigenvalues(entries, batch, reader, dtype, dev, method, memory):
                 evals[i] = torch.sort(ev).values.numpy()
             bar.update()
         rows = []
@@ -275,6 +310,6 @@ def analyze(model, data: Any = None, *, device: DeviceLike = "auto", embeddings:
                     numerical_rank_tol="lambda > lambda_max * max(N, M) * eps(coarser of dtype, weight dtype)",
                     mp_softrank="weightwatcher mp_fit: linear KDE bw 0.1, brute+fmin sigma, bulk edge / lambda_max"
                     if mp_fit else "off")
-    settings.update(reader.settings, batch_elements=budget)
+    settings.update(reader.settings, batch_elements=budget, eigen_halvings=memory.get("halvings", 0))
     return SpectraResult(settings=settings, table=table, evals=np.concatenate(evals), offsets=offsets,
                          skipped=skipped)

@@ -27,7 +27,8 @@ import scipy.sparse as sps
 import torch
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 
-from ..backend import DeviceLike, array_module, describe, resolve_device, synchronize, to_numpy
+from ..backend import (DeviceLike, MemoryBudgetError, array_module, describe, memory_budget, resolve_device,
+                       synchronize, to_numpy)
 from ..progress import Progress, ProgressLike
 from ..results import Result
 from .graphs import EdgeSplit, GraphInputWarning, as_graph
@@ -208,7 +209,7 @@ _CHUNK = 1 << 18  # stored entries gathered per step (the temporaries stay in ca
 def concentration(train: Any, *, val: Any = None, test: Any = None, k: int = 1,
                   num_nodes: Optional[int] = None, nodes: Optional[Sequence[int]] = None,
                   device: DeviceLike = "auto", clean: bool = True, max_block_nnz: float = 2e7,
-                  max_memory: float = 4e9, threads: Optional[int] = None,
+                  max_memory: Optional[float] = None, threads: Optional[int] = None,
                   progress: ProgressLike = False) -> TCResult:
     """Exact topological concentration at ``k`` hops for the train/val/test neighbours.
 
@@ -218,11 +219,10 @@ def concentration(train: Any, *, val: Any = None, test: Any = None, k: int = 1,
     the later split with a :class:`GraphInputWarning` (``clean=True``) or raise (``clean=False``).
     ``num_nodes`` defaults to one more than the largest node id.
 
-    ``nodes``: TC of these node ids only, at a cost that grows with them and their split neighbours (NaN
-    elsewhere; ``TCResult.nodes`` lists them).  The k-hop rows kept take at most ``max_memory`` bytes (8
-    per walk count), beyond it the nodes are done in halves; ``max_block_nnz`` bounds one block of the
-    k-hop expansion; ``threads`` (default ``torch.get_num_threads()`` up to 8, 1 on a GPU) work side by
-    side.  The method: ``_pair_numerators``.
+    ``nodes``: TC of these ids only (NaN elsewhere; ``TCResult.nodes``), at a cost growing with them and their
+    split neighbours.  The k-hop rows kept take at most ``max_memory`` bytes (8 per walk count; default: half the
+    memory available, at most 4 GB), else the nodes go in halves (``settings["passes"]``); ``max_block_nnz`` bounds
+    a k-hop expansion block; ``threads`` (default ``torch.get_num_threads()`` up to 8, 1 on a GPU) run side by side.
     """
     if not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_K:
         raise ValueError(f"k={k!r} must be an integer number of hops in 1..{MAX_K}")
@@ -236,9 +236,9 @@ def concentration(train: Any, *, val: Any = None, test: Any = None, k: int = 1,
     beta = float(n / (2.0 * len(edges["train"])))
     bk, walks, be = beta ** np.arange(k), _walk_counts(a, k), _Sparse(device)
     threads = (1 if be.gpu else min(8, torch.get_num_threads())) if threads is None else max(1, int(threads))
+    opts = (max_block_nnz, memory_budget(be.device, cap=4e9) if max_memory is None else float(max_memory), threads)
     with Progress(1, f"TC k={k}", progress) as bar:
-        num, blocks, passes = _numerators(be, a, edges, subset, bk, walks, (max_block_nnz, max_memory, threads),
-                                          bar)
+        num, blocks, passes = _numerators(be, a, edges, subset, bk, walks, opts, bar)
     synchronize(be.device)
     den_base = bk.sum() * (bk @ walks)
     out: Dict[str, np.ndarray] = {}
@@ -255,7 +255,7 @@ def concentration(train: Any, *, val: Any = None, test: Any = None, k: int = 1,
         degree_test=deg["test"].astype(np.int64), beta=beta, k=k, seconds=time.perf_counter() - start,
         settings={"k": k, "device": describe(be.device), "backend": "cupy" if be.gpu else "scipy",
                   "num_nodes": n, "graph": gname, "blocks": blocks, "passes": passes, "threads": threads,
-                  "nodes": None if subset is None else int(len(subset)),
+                  "nodes": None if subset is None else int(len(subset)), "max_memory": opts[1],
                   "edges": {s: int(len(edges[s])) for s in SPLITS}},
     )
 
@@ -268,8 +268,8 @@ def _numerators(be, a, edges, subset, bk, walks, opts, bar):
         return num, blocks, 1
     nodes = np.arange(a.shape[0]) if subset is None else subset
     if len(nodes) <= 1:
-        raise ValueError(f"max_memory={opts[1]:g} bytes cannot hold the {len(bk)}-hop rows of node(s) {nodes} "
-                         "and their split neighbours: raise max_memory")
+        raise MemoryBudgetError(f"max_memory={opts[1]:g} bytes cannot hold the {len(bk)}-hop rows of node(s) {nodes} "
+                                "and their split neighbours: raise max_memory (default: half the memory available)")
     nodes = nodes[np.argsort(_bfs_rank(a)[nodes], kind="stable")]
     parts = [_numerators(be, a, edges, np.sort(h), bk, walks, opts, bar) for h in np.array_split(nodes, 2)]
     return sum(p[0] for p in parts), blocks + sum(p[1] for p in parts), sum(p[2] for p in parts)
