@@ -407,9 +407,10 @@ def test_checkpoint_errors_name_the_path_and_the_fix(tmp_path):
         save_file({"fc.weight": torch.randn(4, 4)}, str(tmp_path / "dup" / f"part{k}.safetensors"))
     with pytest.raises(ValueError, match=r"'fc.weight' is in both .*part1.* and .*part2.*add the index"):
         spectra.analyze(tmp_path / "dup", **kw)
-    torch.save(nn.Linear(3, 4), tmp_path / "module.pt")
+    torch.save(nn.Linear(3, 4), tmp_path / "module.pt")  # a pickled module is a model spec: loaded, not streamed
+    assert list(spectra.analyze(tmp_path / "module.pt", **kw).to_frame()["name"]) == ["weight"]
     with pytest.raises(ValueError, match=r"module\.pt' holds more than tensors .*pass the model"):
-        spectra.analyze(tmp_path / "module.pt", **kw)
+        spectra.checkpoint.CheckpointReader(tmp_path / "module.pt")
     torch.save({"model": nn.Linear(3, 4).state_dict(), "epoch": 3}, tmp_path / "train.pt")
     with pytest.raises(ValueError, match=r"dicts under \['model'\].*\['model'\]\)"):
         spectra.analyze(tmp_path / "train.pt", **kw)
