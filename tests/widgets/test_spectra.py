@@ -16,7 +16,7 @@ def test_run_fills_table_and_figures():
     assert len(p.figures["esd"].data) == 2
     assert list(p.figures["alpha"].data[0].y) == list(p.result.to_frame()["alpha"])
     before = p.plan.overall
-    p.widgets["tau"].value = 0.3  # the slider re-plans without recomputing spectra
+    p.set_control("tau", 0.3)  # re-plans without recomputing spectra
     assert p.plan.overall > before and p.runs == 1
     p.widgets["layer"].value = p.result.names[-1]
     assert p.result.names[-1] in p.figures["esd"].layout.title.text
