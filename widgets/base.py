@@ -224,7 +224,7 @@ class Panel(ipw.VBox):
         self.body = ipw.VBox([self.cell, *self.layout_body()], layout=ipw.Layout(width="100%"))
         for name in self.figure_names:
             self.show_figure(name, self.empty_state(name))
-        super().__init__([header, controls_box, bar, self.stale_note, self.notice, self.error_area, self.body],
+        super().__init__([header, controls_box, bar, self.error_area, self.stale_note, self.notice, self.body],
                          layout=ipw.Layout(width="100%"))
         self.add_class("wb-panel")
         self._update_visibility()

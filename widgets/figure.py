@@ -18,6 +18,11 @@ set to the message and straight back to ``None``.  Two things lose such messages
 the traces, removes the layout keys the new figure does not set (a view merges a relayout into what it
 shows, so an empty state's note would otherwise stay on top of the real figure) and then resyncs the
 state a new view starts from.
+
+Two more things a panel figure does differently from a plain ``FigureWidget``: it is drawn at an explicit
+width that follows the panel's width in the page (:class:`CellWidth`; plotly's view measures a figure in a
+box before it is laid out and keeps 700 px), and it loads plotly's browser code once per page instead of
+once per figure (:data:`PLOTLY_LOADER_ESM`).
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ DEFAULT_HEIGHT = 420  # a figure that sets no height (a view would keep the heig
 DEFAULT_CELL_WIDTH = 960  # until the browser has said how wide the panel is
 
 # Reports the width of the box the widget sits in and reports it again when it changes.  (plotly's own
-# autosizing cannot be relied on in a panel: its view measures the figure before the cell is laid out, falls
+# autosizing cannot be relied on in a panel: its view measures the figure before it is in the page, falls
 # back to 700 px, and pins that width as soon as a relayout sets a height.)
 CELL_WIDTH_ESM = """
 export default {
@@ -62,8 +67,77 @@ export default {
 """
 
 
+# plotly's FigureWidget ships its browser code (plotly.js and its widget, 5 MB) with every figure, and the
+# browser evaluates it once per figure: a notebook with the six panels sent 95 MB and froze the page for
+# most of a minute.  A panel figure ships this loader instead; the code itself is sent once, in one
+# PlotlyCode widget, and evaluated once per page.
+PLOTLY_LOADER_ESM = """
+const loaded = (globalThis.__workbench_plotly_widget ??= new Map());
+
+async function plotlyWidget(model) {
+  const id = model.get("_plotly_code");
+  if (!loaded.has(id)) {
+    loaded.set(id, model.widget_manager.get_model(id).then(async (code) => {
+      const url = URL.createObjectURL(new Blob([code.get("source")], { type: "text/javascript" }));
+      try {
+        return await import(url);
+      } finally {
+        URL.revokeObjectURL(url);
+      }
+    }));
+  }
+  try {
+    return (await loaded.get(id)).default();  // plotly's widget for this figure: { initialize, render }
+  } catch (error) {
+    loaded.delete(id);
+    throw error;
+  }
+}
+
+let widget;
+export default {
+  async initialize(context) {
+    widget = await plotlyWidget(context.model);
+    return widget.initialize(context);
+  },
+  async render(context) {
+    widget ??= await plotlyWidget(context.model);
+    return widget.render(context);
+  },
+};
+"""
+
+
+class PlotlyCode(anywidget.AnyWidget):
+    """Never shown: holds plotly's widget code (``source``) for every :class:`PanelFigure` of the kernel."""
+
+    _esm = "export default {};"
+    source = traitlets.Unicode("").tag(sync=True)
+
+
+_PLOTLY_CODE: Optional[PlotlyCode] = None
+_PLOTLY_CODE_LOCK = threading.Lock()
+
+
+def plotly_code() -> PlotlyCode:
+    """The one :class:`PlotlyCode` widget of this kernel (built on first use)."""
+    global _PLOTLY_CODE
+    with _PLOTLY_CODE_LOCK:
+        if _PLOTLY_CODE is None or _PLOTLY_CODE.comm is None:  # none yet, or closed
+            _PLOTLY_CODE = PlotlyCode(source=str(go.FigureWidget._esm))
+        return _PLOTLY_CODE
+
+
 class PanelFigure(go.FigureWidget):
-    """A ``FigureWidget`` whose browser messages are applied one at a time with :func:`copy_figure`."""
+    """A ``FigureWidget`` whose browser messages are applied one at a time with :func:`copy_figure`, and
+    whose browser code is loaded once per page (see :data:`PLOTLY_LOADER_ESM`)."""
+
+    _esm = PLOTLY_LOADER_ESM
+    _plotly_code = traitlets.Unicode().tag(sync=True)  # the model id of the PlotlyCode widget
+
+    @traitlets.default("_plotly_code")
+    def _default_plotly_code(self) -> str:  # in the state the widget opens with
+        return plotly_code().model_id
 
     def __init__(self, *args, **kwargs):
         self._update_lock = threading.RLock()
@@ -130,7 +204,9 @@ def copy_figure(source: go.Figure, target: go.FigureWidget, *, width: Optional[i
 def empty_figure(message: str, detail: str = "", *, height: int = EMPTY_HEIGHT) -> go.Figure:
     """A figure with no axes that says why it is empty and, in ``detail``, what will appear in it."""
     lines = "<br>".join(html.escape(line, quote=False) for line in textwrap.wrap(detail, 100)) if detail else ""
-    text = f"<b>{html.escape(message, quote=False)}</b>" + (f"<br><span style='color:#666'>{lines}</span>" if lines else "")
+    text = f"<b>{html.escape(message, quote=False)}</b>"
+    if lines:
+        text += f"<br><span style='color:#666'>{lines}</span>"
     fig = go.Figure()
     fig.update_layout(
         template="plotly_white", height=height, margin=dict(l=10, r=10, t=10, b=10),

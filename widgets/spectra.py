@@ -100,10 +100,13 @@ class SpectraPanel(Panel):
         layer = self.widgets["layer"]
         keep = layer.value if layer.value in names else None
         layer.options = names
-        default = next((n for n, a in zip(names, result.table["alpha"]) if a == a), names[0])
+        thin = set(result.thin_fits()["name"])  # open on a layer whose alpha means something
+        default = next((n for n, a in zip(names, result.table["alpha"]) if a == a and n not in thin),
+                       next((n for n, a in zip(names, result.table["alpha"]) if a == a), names[0]))
         layer.value = keep or default
-        self.table.value = table_html(result.to_frame()[TABLE_COLUMNS], float_format=lambda v: f"{v:.3g}",
-                                      index=False)
+        table = result.to_frame()[TABLE_COLUMNS]
+        table = table[[c for c in TABLE_COLUMNS if table[c].notna().any()]]  # no interval without bootstrap
+        self.table.value = table_html(table, float_format=lambda v: f"{v:.3g}", index=False, na_rep="")
         self.skipped.value = _skipped_html(result.skipped)
         self.warn(thin_fit_warning(result))
         self.show_figure("alpha", figures.alpha(result))

@@ -60,7 +60,7 @@ small = {"train": train.subset(300, seed=0), "test": test.subset(150, seed=0)}""
 # gives, and the settings of a run long enough to cancel.  (control, value): a text box is typed into, a
 # dropdown chosen by its label, a checkbox set.
 PANELS = [
-    dict(title="Low-rank spectra", shot="spectra-panel.png",
+    dict(title="Low-rank spectra", shot="spectra-panel.png", states="spectra",
          cell='SpectraPanel(model="mlp", bootstrap=0, device="cpu")',
          change=[("model", "cnn")], bad=("bootstrap", "-5", "bootstrap resamples: must be int >= 0"),
          slow=[("model", "minilm"), ("bootstrap", "300")]),
@@ -68,7 +68,7 @@ PANELS = [
          cell='ConnectivityPanel(source="reference", points=9, activation=False, device="cpu")',
          change=[("activation", True)], bad=("points", "2", "path points: must be int >= 3"),
          slow=[("source", "train two here"), ("epochs", "20")]),
-    dict(title="Loss landscape", shot="landscape-panel.png",
+    dict(title="Loss landscape", shot="landscape-panel.png", states="landscape",
          cell='LandscapePanel(model="mlp", data=small, steps=5, span=0.5, hessian=True, max_iter=8, device="cpu")',
          change=[("steps", "7")], bad=("steps", "4", "grid steps: must be odd int >= 3"),
          slow=[("steps", "61")]),
@@ -170,15 +170,19 @@ def browser(lab):
         b.close()
 
 
-def _open_and_start(browser, lab, notebook: str):
-    """A page (its own browser context and JupyterLab workspace) showing ``notebook``, all its cells
-    started; :func:`_wait_all_ran` waits for them."""
+def _open(browser, lab, notebook: str):
+    """A page (its own browser context and JupyterLab workspace) loading ``notebook``."""
     url, token = lab
     _log(f"{notebook}: opening")
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(120_000)
-    page.goto(f"{url}/lab/workspaces/{Path(notebook).stem}/tree/{notebook}?token={token}")
+    page.goto(f"{url}/lab/workspaces/{Path(notebook).stem}/tree/{notebook}?token={token}", wait_until="commit")
+    return page
+
+
+def _start(page, notebook: str) -> None:
+    """Run all cells of the notebook in ``page`` (:func:`_wait_all_ran` waits for them)."""
     page.wait_for_selector(".jp-Notebook", state="visible")
     accept = page.locator(".jp-Dialog .jp-mod-accept")  # "Select Kernel" on first open
     try:
@@ -193,7 +197,6 @@ def _open_and_start(browser, lab, notebook: str):
     _log(f"{notebook}: kernel idle, running all cells")
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name=re.compile("^Run All Cells")).click()
-    return page
 
 
 def _wait_all_ran(page, notebook: str) -> None:
@@ -212,11 +215,15 @@ def _wait_all_ran(page, notebook: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def tour(browser, lab):
-    """The tour, started first: its cells run while the panels notebook is operated."""
-    page = _open_and_start(browser, lab, "tour.ipynb")
-    yield page
-    page.context.close()
+def pages(browser, lab):
+    """The tour and the panels notebook, loaded side by side and started, the tour first: its cells run
+    while the panels are operated."""
+    opened = {name: _open(browser, lab, f"{name}.ipynb") for name in ("tour", "panels")}
+    for name, page in opened.items():
+        _start(page, f"{name}.ipynb")
+    yield opened
+    for page in opened.values():
+        page.context.close()
 
 
 # -- operating one panel ---------------------------------------------------------------------------
@@ -291,6 +298,9 @@ def _operate(page, spec: dict) -> None:
     panel.scroll_into_view_if_needed()
     assert all(f["note"].startswith("<b>Press Run") and not f["traces"] for f in _figures(page, panel)), \
         f"{title}: before a run every figure should say what will appear"
+    states = spec.get("states")  # a panel whose other states are kept as screenshots too
+    if states:
+        _screenshot(page, panel, f"{states}-before-run.png")
     _log(f"{title}: first run")
     _run(page, panel, 1)
     first = _wait_drawn(page, panel, f"{title}, first run")
@@ -311,6 +321,8 @@ def _operate(page, spec: dict) -> None:
     _wait_status(page, panel, "^Not run")
     assert message in panel.locator(".wb-error").inner_text(), f"{title}: {panel.locator('.wb-error').inner_text()}"
     assert [f["signature"] for f in _figures(page, panel)] == [f["signature"] for f in second]  # nothing ran
+    if states:
+        _screenshot(page, panel, f"{states}-bad-input.png")
 
     _set(panel, name, good)  # fixed again
     for name, value in spec["slow"]:
@@ -321,22 +333,23 @@ def _operate(page, spec: dict) -> None:
     status = _wait_status(page, panel, r"\(run 3\)$")
     assert status.startswith("Cancelled after"), f"{title}: the slow run was not cancelled: {status}"
     assert all(f["note"].startswith("<b>Cancelled") for f in _figures(page, panel)), f"{title}: old results kept"
+    if states:
+        _screenshot(page, panel, f"{states}-cancelled.png")
     _log(f"{title}: refused a bad input, cancelled a run")
 
 
-def test_all_six_panels_run_change_refuse_and_cancel(browser, lab, tour):
-    page = _open_and_start(browser, lab, "panels.ipynb")
+def test_all_six_panels_run_change_refuse_and_cancel(pages):
+    page = pages["panels"]
     try:
         _wait_all_ran(page, "panels.ipynb")
         for spec in PANELS:
             _operate(page, spec)
     finally:
         page.screenshot(path=str(SHOTS / "panels.png"), full_page=False)
-        page.context.close()
 
 
-def test_tour_runs_and_panel_works(tour):
-    page = tour
+def test_tour_runs_and_panel_works(pages):
+    page = pages["tour"]
     try:
         _wait_all_ran(page, "tour.ipynb")
         panel = _panel(page, "Low-rank spectra")

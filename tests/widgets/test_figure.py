@@ -7,7 +7,6 @@ browser to the figure, a run's thread drawing into it had its messages merged aw
 """
 import threading
 
-import ipywidgets as ipw
 import plotly.graph_objects as go
 import pytest
 
@@ -125,3 +124,15 @@ def test_copy_figure_from_threads_keeps_views_and_state_in_step(browser):
     names = [t.name for t in fig.data]
     assert view.trace_names == names and browser.new_view(fig).trace_names == names
     assert names in [[f"f{k}-{i}" for i in range(k + 1)] for k in range(6)]
+
+
+def test_plotlys_browser_code_is_sent_once_for_all_panel_figures():
+    from widgets.figure import PlotlyCode, plotly_code
+
+    a, b = Lines(), Lines()
+    figures = [*a.figures.values(), *b.figures.values()]
+    code = plotly_code()
+    assert isinstance(code, PlotlyCode) and code.source == str(go.FigureWidget._esm)  # plotly's own, 5 MB
+    assert all(f._plotly_code == code.model_id for f in figures)  # each figure names it ...
+    assert all(len(f.get_state()["_esm"]) < 2000 for f in figures)  # ... and carries a loader, not the 5 MB
+    assert "_plotly_code" in figures[0].get_state()

@@ -58,3 +58,19 @@ def test_panel_shows_errors():
                                               ("atc", "test", "atc_test")])
 def test_metric_column(metric, split, col):
     assert metric_column(metric, split) == col
+
+
+def test_panel_takes_graph_specs(tmp_path):
+    import networkx as nx
+
+    p = TopologyPanel(graph="les_miserables", background=False)  # a built-in name selects it
+    assert p.graph is None and p.widgets["graph_name"].value == "les_miserables"
+    path = tmp_path / "club.txt"
+    path.write_text("".join(f"n{a} n{b}\n" for a, b in nx.karate_club_graph().edges()))  # string node ids
+    p = TopologyPanel(graph=str(path), model="cn", background=False)
+    assert p.widgets["graph_name"].layout.display == "none"  # the file is the graph: no dropdown
+    p.run()
+    assert p.error is None, p.error_area.value
+    assert p.result.settings["num_nodes"] == 34 and len(p.figures["scatter"].data[0].x) > 0
+    with pytest.raises(FileNotFoundError, match="not an existing file"):
+        TopologyPanel(graph=str(tmp_path / "missing.txt"))

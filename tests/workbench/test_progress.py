@@ -1,7 +1,7 @@
 """Stage labels of workbench.progress: the description keeps each stage's name and its own step count."""
-from workbench.progress import Cancelled, Label, Progress, stage_label
-
 import pytest
+
+from workbench.progress import Cancelled, Label, Progress, stage_label
 
 
 def test_stage_reports_keep_the_stage_name_and_its_own_steps():
