@@ -87,6 +87,10 @@ class SpectraPanel(Panel):
         return [self.table, self.skipped, self.figure_box("esd"), self.figure_box("alpha"),
                 self.figure_box("welore")]
 
+    def on_clear(self) -> None:
+        self.plan = None
+        self.widgets["layer"].options = []  # the layers of the result that is gone
+
     def compute(self, progress, *, model, device, bootstrap, layer, tau):
         if self.user_model is not None and model == self.user_model_name:
             target = self.user_model

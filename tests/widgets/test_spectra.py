@@ -32,3 +32,6 @@ def test_user_model_and_error_shown():
     bad.run()
     assert isinstance(bad.error, ValueError) and "no weight matrices" in bad.error_area.value
     assert np.isfinite(p.result.to_frame()["stable_rank"]).all()
+    p.user_model = nn.Sequential(nn.ReLU())  # a failed run leaves no layer of the earlier result to choose
+    p.run()
+    assert p.result is None and p.plan is None and list(p.widgets["layer"].options) == [] and p.is_empty("esd")
