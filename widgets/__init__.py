@@ -1,4 +1,5 @@
 """Interactive ipywidgets panels over the workbench analyses (one per analysis)."""
-from .base import Panel, copy_figure
+from .base import Panel, copy_figure, model_argument
+from .figure import PanelFigure, empty_figure
 
-__all__ = ["Panel", "copy_figure"]
+__all__ = ["Panel", "PanelFigure", "copy_figure", "empty_figure", "model_argument"]

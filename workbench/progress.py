@@ -10,10 +10,13 @@ Analyses accept ``progress=`` with one of:
 An analysis made of several stages reports one overall progress: :meth:`Progress.stage` hands a
 sub-computation a ``progress`` argument of its own whose steps fill one step of the parent, so the
 caller sees ``done / total`` rise smoothly across stages and a description naming the current stage.
+That description is a :class:`Label`: a plain string that also carries, per stage level, the stage's
+name and the sub-computation's own ``done`` of ``total`` (what a panel shows as "Hessian eigenvalues:
+step 2 of 60").
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Tuple, Union
 
 from tqdm.auto import tqdm
 
@@ -22,6 +25,29 @@ ProgressLike = Union[bool, None, Callable[[int, int, str], None]]
 
 class Cancelled(Exception):
     """Raised (by a progress callback) to stop a long computation."""
+
+
+class Label(str):
+    """A progress description that keeps its parts.
+
+    The string is what a bar shows (``"Hessian eigenvalues: hessian lanczos"``); ``levels`` holds one
+    ``(stage name, done, total)`` per stage, outermost first, where ``done`` of ``total`` counts the steps
+    of the computation running inside that stage (in its own units, not the caller's).
+    """
+
+    levels: Tuple[Tuple[str, float, float], ...] = ()
+
+    def __new__(cls, text: str, levels: Tuple[Tuple[str, float, float], ...] = ()) -> "Label":
+        label = super().__new__(cls, text)
+        label.levels = tuple(levels)
+        return label
+
+
+def stage_label(name: str, done: float, total: float, desc: str = "") -> Label:
+    """The description a stage named ``name`` reports while its sub-computation is at ``done`` of ``total``
+    and describes itself as ``desc`` (which may be a :class:`Label` of deeper stages)."""
+    text = f"{name}: {desc}" if desc and desc != name else name
+    return Label(text, ((name, done, total),) + tuple(getattr(desc, "levels", ())))
 
 
 class Progress:
@@ -76,7 +102,8 @@ class Progress:
         """A ``progress`` callable for a sub-computation that counts as ``steps`` of this handle.
 
         The sub-computation's own ``done / total`` fills those steps; descriptions read
-        ``"<name>: <its description>"``.  When it finishes, call :meth:`update` with ``steps`` (or let the
+        ``"<name>: <its description>"`` (a :class:`Label` that also keeps ``name`` and the
+        sub-computation's own step count).  When it finishes, call :meth:`update` with ``steps`` (or let the
         next stage start from where this one ended: the handle never goes backwards).  A cancelling
         callback raises through the sub-computation as usual.
         """
@@ -84,8 +111,7 @@ class Progress:
 
         def report(done: float, total: float, desc: str = "") -> None:
             frac = min(1.0, max(0.0, done / total)) if total else 0.0
-            label = f"{name}: {desc}" if desc and desc != name else name
-            self._report(start + steps * frac, label)
+            self._report(start + steps * frac, stage_label(name, done, total, desc))
 
         report.__name__ = f"stage_{name}"
         return report

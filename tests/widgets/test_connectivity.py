@@ -42,9 +42,9 @@ def test_panel_trains_two_seeds():
 
 
 def test_panel_errors_are_shown(pair):
-    p = ConnectivityPanel(source="given", background=False)
-    p.run()
-    assert "no models were passed" in p.error_area.value
+    assert "given" not in [v for _, v in ConnectivityPanel().widgets["source"].options]
+    with pytest.raises(TypeError, match="source='given' needs the two models"):
+        ConnectivityPanel(source="given", background=False)
     with pytest.raises(ValueError, match="pass both model_a= and model_b="):
         ConnectivityPanel(model_a=pair[0])
 
@@ -76,7 +76,7 @@ def test_panel_clears_layer_chart_when_layerwise_is_off():
     assert p.error is None, p.error_area.value
     assert len(p.result.layerwise) == 0
     assert len(p.figures["layers"].data) == 0
-    assert "not computed" in p.figures["layers"].layout.title.text
+    assert p.is_empty("layers") and "not computed" in p.figures["layers"].layout.annotations[0].text
 
 
 def test_panel_rejects_a_name_for_a_model():

@@ -36,10 +36,12 @@ def test_panel_custom_model_shuffled_labels_and_errors():
     assert p.error is None, p.error_area.value
     assert p.result["search"].settings["split"] == "train"  # memorisation is measured on the training set
     assert p.result["profile"].settings["estimator"] == "mle"
-    p.widgets["d_min"].value = 500
-    p.widgets["d_max"].value = 100
+    runs = p.runs
+    p.set_control("d_min", 500)
+    p.set_control("d_max", 100)
     p.run()
-    assert isinstance(p.error, ValueError) and "d_min=500 &gt; d_max=100" in p.error_area.value
+    assert isinstance(p.error, ValueError) and "d min (500) must be below d max (100)" in p.error_area.value
+    assert p.runs == runs
     with pytest.raises(TypeError, match="together"):
         IntrinsicDimensionPanel(model=net)
 

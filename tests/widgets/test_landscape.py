@@ -36,8 +36,8 @@ def test_panel_draws_plane_and_inspects_points():
     assert "x=0.000, y=0.000" in p.point_info.value and "test" in p.point_info.value
     # colour controls redraw without recomputing: log colour and fixed levels
     runs = p.runs
-    p.widgets["zmax"].value = 1.0
-    p.widgets["zmin"].value = -1.0
+    p.set_control("zmax", 1.0)
+    p.set_control("zmin", -1.0)
     p.widgets["log"].value = True
     assert p.runs == runs
     z = np.asarray(p.figures["contour"].data[0].z, dtype=float)
@@ -67,7 +67,7 @@ def test_panel_shows_errors():
     p = LandscapePanel(model=model, data=data, steps=3, device="cpu", background=False)
     p.user_data = {"test": Dataset(torch.randn(5, 4), torch.zeros(5, dtype=torch.long), "bad")}
     p.run()
-    assert p.status.value == "failed" and isinstance(p.error, ValueError)
+    assert p.status.value.startswith("Failed after") and isinstance(p.error, ValueError)
     assert "cannot be evaluated on data with X of shape (5, 4)" in p.error_area.value
 
 

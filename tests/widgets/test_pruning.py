@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from widgets.pruning import PruningPanel, parse_list
+from widgets.pruning import PruningPanel
 from workbench.data import digits
 from workbench.pruning import REGIMES
 
@@ -11,12 +11,6 @@ from workbench.pruning import REGIMES
 def small():
     tr, te = digits()
     return tr.subset(300, seed=0), te.subset(150, seed=0)
-
-
-def test_parse_list():
-    assert parse_list("1, 3;10", "v", int) == [1, 3, 10]
-    with pytest.raises(ValueError, match="densities: 'a, b'"):
-        parse_list("a, b", "densities")
 
 
 def test_panel_runs_and_draws(small):
@@ -44,7 +38,8 @@ def test_panel_knob_defaults_and_bad_input(small):
     assert p.widgets["values"].value == "256, 64, 16"
     p.widgets["densities"].value = "0.1, 2"
     p.run()
-    assert isinstance(p.error, ValueError) and "densities" in p.error_area.value
+    assert isinstance(p.error, ValueError) and p.runs == 0  # refused before anything ran
+    assert "densities: must be list of float in (0, 1], got 2" in p.error_area.value
 
 
 def test_panel_estimates_before_running(small):
@@ -60,5 +55,6 @@ def test_panel_estimates_before_running(small):
     assert "before running: 6 of 6 cells to run" in p.estimate_label.value
     assert p.result is None  # nothing was run
     p.widgets["densities"].value = "0.1, 2"
+    assert p.cost is None and p.estimate_label.value == ""  # the estimate was for the old grid
     p.estimate_button.click()
-    assert "densities" in p.error_area.value
+    assert "densities: must be list of float in (0, 1]" in p.error_area.value and p.cost is None

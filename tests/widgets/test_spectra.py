@@ -16,7 +16,7 @@ def test_run_fills_table_and_figures():
     assert len(p.figures["esd"].data) == 2
     assert list(p.figures["alpha"].data[0].y) == list(p.result.to_frame()["alpha"])
     before = p.plan.overall
-    p.widgets["tau"].value = 0.3  # the slider re-plans without recomputing spectra
+    p.set_control("tau", 0.3)  # re-plans without recomputing spectra
     assert p.plan.overall > before and p.runs == 1
     p.widgets["layer"].value = p.result.names[-1]
     assert p.result.names[-1] in p.figures["esd"].layout.title.text
@@ -32,3 +32,6 @@ def test_user_model_and_error_shown():
     bad.run()
     assert isinstance(bad.error, ValueError) and "no weight matrices" in bad.error_area.value
     assert np.isfinite(p.result.to_frame()["stable_rank"]).all()
+    p.user_model = nn.Sequential(nn.ReLU())  # a failed run leaves no layer of the earlier result to choose
+    p.run()
+    assert p.result is None and p.plan is None and list(p.widgets["layer"].options) == [] and p.is_empty("esd")

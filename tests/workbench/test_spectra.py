@@ -731,3 +731,18 @@ def test_a_torchscript_module_gives_the_table_of_its_eager_module():
     assert list(eager.to_frame()["kind"]) == ["conv2d", "dense", "embedding"]
     assert [s["reason"] for s in scripted.skipped] == [s["reason"] for s in eager.skipped]
     assert any("grouped convolution" in s["reason"] for s in scripted.skipped)
+
+
+def test_thin_fits_lists_alphas_resting_on_few_points():
+    rng = np.random.default_rng(0)
+    # 200 eigenvalues but a Gaussian spectrum's power-law tail is short; 12 eigenvalues; 4 (too few for an alpha)
+    res = spectra.analyze(_model_of(rng.standard_normal((400, 200)), rng.standard_normal((30, 12)),
+                                    rng.standard_normal((8, 4))), bootstrap=0, progress=False)
+    t = res.table.set_index("name")
+    assert np.isnan(t.loc["2.weight", "alpha"]) and t.loc["0.weight", "num_pl_spikes"] < 10
+    thin = res.thin_fits()
+    assert list(thin["name"]) == ["0.weight", "1.weight"]  # the short tail, the small matrix; no alpha: not listed
+    assert list(thin["num_evals"]) == [200, 12]
+    assert list(res.thin_fits(min_tail=0)["name"]) == ["1.weight"]
+    assert res.thin_fits(min_evals=12, min_tail=0).empty
+    assert list(res.thin_fits(min_evals=13, min_tail=0)["name"]) == ["1.weight"]

@@ -22,6 +22,7 @@ COLUMNS = ["name", "kind", "module", "shape", "N", "M", "rf", "num_evals", "num_
            "norm", "log_norm", "log_spectral_norm", "stable_rank", "effective_rank", "numerical_rank",
            "alpha", "alpha_lo", "alpha_hi", "alpha_sigma", "xmin", "ks_distance", "num_pl_spikes",
            "alpha_weighted", "log_alpha_norm", "mp_softrank", "quality"]
+THIN_MIN_EVALS, THIN_MIN_TAIL = 50, 10  # below these an alpha is a rough one (SpectraResult.thin_fits)
 
 
 @dataclass
@@ -65,6 +66,17 @@ class SpectraResult(Result):
             return self.names.index(layer)
         except ValueError:
             raise KeyError(f"layer={layer!r}: not among the analysed matrices {self.names}") from None
+
+    def thin_fits(self, min_evals: int = THIN_MIN_EVALS, min_tail: int = THIN_MIN_TAIL) -> pd.DataFrame:
+        """The matrices whose alpha rests on few points: fewer than ``min_evals`` eigenvalues in all, or
+        fewer than ``min_tail`` in the fitted tail (``num_pl_spikes``); matrices without an alpha are not
+        listed.  Read such an alpha as rough (``docs/spectra.md``, "Reading the numbers")."""
+        t = self.table
+        if not len(t):
+            return pd.DataFrame(columns=["name", "num_evals", "num_pl_spikes", "alpha"])
+        fitted = np.isfinite(t["alpha"].astype(float))
+        thin = fitted & ((t["num_evals"] < min_evals) | (t["num_pl_spikes"] < min_tail))
+        return t.loc[thin, ["name", "num_evals", "num_pl_spikes", "alpha"]].reset_index(drop=True)
 
     def esd(self, layer) -> np.ndarray:
         """Eigenvalues (ascending) of one matrix, by name or row number."""
