@@ -39,7 +39,8 @@ FIGURES_JS = """(panel) => [...panel.querySelectorAll('.wb-figure .js-plotly-plo
     traces: (el._fullData || []).length,
     drawn: el.querySelectorAll('.trace, .hm, .contour, .gl-container canvas, .scene').length,
     note: (el._fullData || []).length ? '' : (((el._fullLayout || {}).annotations || [])[0] || {}).text || '',
-    signature: JSON.stringify([(el.data || []).map(t => [t.name, (t.y || t.z || []).length]),
+    signature: JSON.stringify([(el.data || []).map(t => [t.name, (t.y || t.z || []).length,
+                                                       JSON.stringify([t.x, t.z || t.y, t.text]).slice(0, 300)]),
                                ((el.layout || {}).title || {}).text || '']),
 }))"""
 
