@@ -121,9 +121,13 @@ def parse_text(text: str, declaration: str) -> Any:
     return _parse_number(str(text).strip(), decl.kind)
 
 
-def table_html(frame, **to_html: Any) -> str:
-    """A DataFrame as an HTML table in a box that scrolls when the table is wider or longer than it."""
-    return f"<div class='wb-table'>{frame.to_html(border=0, **to_html)}</div>"
+def table_html(frame, *, columns: Optional[Dict[str, str]] = None, digits: int = 3, index: bool = False) -> str:
+    """A DataFrame as the reports show it (:func:`workbench.display.table`: readable headers from
+    ``columns`` or the names with spaces, ``digits`` significant digits, no index column unless ``index``)
+    in a box that scrolls when the table is wider or longer than it."""
+    from workbench.display import table
+
+    return f"<div class='wb-table'>{table(frame, digits=digits, columns=columns, index=index).to_html()}</div>"
 
 
 def _seconds(s: float) -> str:

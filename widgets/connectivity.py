@@ -141,5 +141,5 @@ class ConnectivityPanel(Panel):
         else:  # not computed this run: drop the previous run's chart
             self.show_empty("layers", "Layer-wise LMC: not computed (tick 'layer-wise LMC' and press Run)")
         self.show_figure("diagnostics", figures.diagnostics(result))
-        self.table.value = table_html(result.summary("loss"), float_format=lambda v: f"{v:.4f}")
-        self.merged_table.value = table_html(result.merged, index=False, float_format=lambda v: f"{v:.4f}")
+        self.table.value = table_html(result.summary("loss"), index=True)
+        self.merged_table.value = table_html(result.merged)

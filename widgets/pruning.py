@@ -94,7 +94,7 @@ class PruningPanel(Panel):
 
     def layout_body(self) -> list:
         return [ipw.HBox([self.estimate_button, self.estimate_label], layout=ipw.Layout(align_items="center")),
-                self.figure_box("regime"), self.figure_row("test_error", "mc", "cka", min_width=300), self.table]
+                self.figure_box("regime"), self.figure_row("test_error", "mc", "cka", min_width=440), self.table]
 
     def _arguments(self, *, model, knob, values, densities, scope, dense_epochs, dense_lr, dense_batch_size, seeds,
                    retrain_epochs, lr, points) -> dict:
@@ -128,7 +128,8 @@ class PruningPanel(Panel):
         self.show_figure("regime", figures.regimes(result))
         for metric in ("test_error", "mc", "cka"):
             fig = figures.heatmap(result, metric)
-            fig.update_layout(height=340)  # three side by side
+            fig.update_layout(height=360)  # two side by side
             self.show_figure(metric, fig)
         cols = ["value", "density", "test_error", "mc", "cka", "regime", "confidence"]
-        self.table.value = table_html(result.to_frame()[cols].round(4), index=False)
+        headers = {"value": self.widgets["knob"].label or "knob value", "test_error": "test error"}
+        self.table.value = table_html(result.to_frame()[cols], columns=headers)

@@ -15,6 +15,9 @@ from .base import Panel, model_argument, number, table_html
 
 TABLE_COLUMNS = ["name", "shape", "num_evals", "num_pl_spikes", "alpha", "alpha_lo", "alpha_hi", "alpha_weighted",
                  "stable_rank", "effective_rank", "log_spectral_norm", "quality"]
+TABLE_HEADERS = {"name": "matrix", "num_evals": "eigenvalues", "num_pl_spikes": "tail eigenvalues", "alpha": "α",
+                 "alpha_lo": "α low", "alpha_hi": "α high", "alpha_weighted": "weighted α",
+                 "log_spectral_norm": "log₁₀ λ_max", "quality": "reading of α"}
 
 
 def _load_builtin(name: str) -> nn.Module:
@@ -110,7 +113,7 @@ class SpectraPanel(Panel):
         layer.value = keep or default
         table = result.to_frame()[TABLE_COLUMNS]
         table = table[[c for c in TABLE_COLUMNS if table[c].notna().any()]]  # no interval without bootstrap
-        self.table.value = table_html(table, float_format=lambda v: f"{v:.3g}", index=False, na_rep="")
+        self.table.value = table_html(table, columns=TABLE_HEADERS)
         self.skipped.value = _skipped_html(result.skipped)
         self.warn(thin_fit_warning(result))
         self.show_figure("alpha", figures.alpha(result))

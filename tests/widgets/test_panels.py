@@ -125,6 +125,7 @@ def test_side_by_side_figures_share_the_panel_width_or_wrap():
     assert p.figures["contour"].layout.width == p.figures["surface"].layout.width == 684
     pr = PruningPanel()
     pr.cell.set_state({"width": 968})
-    assert pr.figures["regime"].layout.width == 952 and pr.figures["mc"].layout.width == (952 - 24) // 3
+    # three heatmaps of at least 440 px: two per line, the third underneath
+    assert pr.figures["regime"].layout.width == 952 and pr.figures["mc"].layout.width == (952 - 12) // 2
     pr.show_figure("mc", pr.empty_state("mc"))  # a figure drawn after the width change gets it too
-    assert pr.figures["mc"].layout.width == 309
+    assert pr.figures["mc"].layout.width == 470

@@ -9,7 +9,10 @@ def test_run_fills_table_and_figures():
     p.run()
     assert p.error is None, p.error_area.value
     assert list(p.widgets["layer"].options) == ["layers.0.weight", "layers.1.weight", "head.weight"]
-    assert "alpha" in p.table.value
+    assert ">weighted α<" in p.table.value and ">tail eigenvalues<" in p.table.value  # headers, not code names
+    assert "num_evals" not in p.table.value and "α low" not in p.table.value  # no interval without bootstrap
+    alpha = p.result.to_frame()["alpha"].iloc[0]
+    assert f">{alpha:.3g}<" in p.table.value  # three significant digits
     assert "Not analysed: 3 parameters" in p.skipped.value
     for name in ("layers.0.bias", "layers.1.bias", "head.bias"):
         assert f"<li><code>{name}</code>: 1-D bias of Linear: no matrix</li>" in p.skipped.value

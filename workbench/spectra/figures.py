@@ -91,7 +91,9 @@ def esd(result: SpectraResult, layer: Union[int, str] = 0, *, bins: int = 60) ->
                            text=f"no eigenvalue above {EVALS_THRESH:g}")
     if np.isfinite(alpha):
         q = f", read as {row['quality']}" if row["quality"] else ""
-        sub = (f"{row['shape']} matrix; α = {alpha:.2f} [{fmt(row['alpha_lo'])}, {fmt(row['alpha_hi'])}]{q}<br>"
+        lo, hi = row.get("alpha_lo", np.nan), row.get("alpha_hi", np.nan)
+        band = f" [{fmt(lo)}, {fmt(hi)}]" if np.isfinite(lo) and np.isfinite(hi) else ""  # none without bootstrap
+        sub = (f"{row['shape']} matrix; α = {alpha:.2f}{band}{q}<br>"
                f"{_sample_note(n_tail, int(row['num_evals']))}")
     else:
         sub = f"{row['shape']} matrix; no power-law fit: {int(row['num_evals'])} eigenvalues (a fit needs 8)"
