@@ -220,11 +220,12 @@ def case_projection(D=10 ** 6, d=1000, device="cpu"):
     dense_bytes = projection_memory("dense", D, d)
     t_dense = step_time(make_projection("dense", D, d, seed=0, device=dev, store=True), dev) \
         if dense_bytes <= 2 ** 30 else None
-    return row(f"intrinsic dimension: Fastfood projection, one step (forward + backward)", f"D = {D:,}, d = {d:,}",
+    return row("intrinsic dimension: Fastfood projection, one step (forward + backward)", f"D = {D:,}, d = {d:,}",
                t_fast, peer="dense projection, stored (ours)", peer_s=t_dense, peak_mb=peak,
                case=f"projection-d{d}", device=describe(dev), held_mb=fast.nbytes / 2 ** 20,
                dense_mb=dense_bytes / 2 ** 20,
-               note=f"the dense projection holds {dense_bytes / 2 ** 20:.0f} MiB, Fastfood {fast.nbytes / 2 ** 20:.1f} MiB"
+               note=f"the dense projection holds {dense_bytes / 2 ** 20:.0f} MiB, Fastfood "
+               f"{fast.nbytes / 2 ** 20:.1f} MiB"
                + ("" if t_dense is not None else "; dense not built (over 1 GiB)"))
 
 
@@ -329,7 +330,8 @@ def bench_projections(D, dims, device, dense_max_gb, threads, chunk_rows, regen_
     print(f"\n## Projections at D = {D:,}: seconds per step (forward + backward of the projection), memory the "
           f"projection holds, and the {'peak GPU memory allocated' if dev.type == 'cuda' else 'peak RSS increase'} "
           f"of building it and taking one step (each configuration in a fresh process), device {describe(dev)}")
-    print(f"{'projection':<20}{'d':>9}{'build s':>9}{'step s':>10}{'held MiB':>11}{mem_label:>14}{'step / fastfood':>17}")
+    print(f"{'projection':<20}{'d':>9}{'build s':>9}{'step s':>10}{'held MiB':>11}{mem_label:>14}"
+          f"{'step / fastfood':>17}")
     rows = []
     for d in dims:
         fastfood_step = None

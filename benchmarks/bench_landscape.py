@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from common import alternate, best, peak_growth, peer_label, row
 from workbench import landscape as L, models, paramspace as ps
-from workbench.backend import describe, resolve_device, synchronize
+from workbench.backend import describe, resolve_device
 from workbench.data import Dataset, digits
 
 

@@ -5,7 +5,7 @@
 * linear CKA vs the NumPy Gram-matrix reference formulation (Kornblith et al.'s code): time and agreement;
 * the sweep engine: serial vs a thread pool vs a Dask LocalCluster on the same cells, and a resumed run.
 
-Run: ``python benchmarks/bench_pruning.py``
+Run: ``python benchmarks/bench_pruning.py [--density 0.05] [--cells 16] [--threads 2]``
 
 Case functions for ``benchmarks/run_all.py`` (rows of ``benchmarks/common.py``): :func:`case_masks` (one
 scope), :func:`case_cka` and :func:`case_sweep` (no external peer: threads and a resumed run against the
@@ -13,6 +13,7 @@ serial engine).
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import functools
 import tempfile
@@ -160,8 +161,19 @@ def bench_sweep(cells=16):
               f"same values as serial: {agree}")
 
 
-if __name__ == "__main__":
-    torch.set_num_threads(2)
-    bench_masks()
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--density", type=float, default=0.05, help="fraction of weights the masks keep")
+    ap.add_argument("--cells", type=int, default=16, help="sweep cells (a multiple of 4)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    if args.cells < 4 or args.cells % 4:
+        ap.error(f"--cells {args.cells}: use a positive multiple of 4, e.g. --cells {max(4, args.cells // 4 * 4)}")
+    torch.set_num_threads(args.threads)
+    bench_masks(args.density)
     bench_cka()
-    bench_sweep()
+    bench_sweep(args.cells)
+
+
+if __name__ == "__main__":
+    main()

@@ -33,6 +33,7 @@ otherwise spin-waits and can be 50-100x slower on a busy machine (``workbench.ba
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import logging
@@ -325,7 +326,7 @@ def case_cuda_7b(layers: int = LLAMA_7B_LAYERS, cpu_layers: int = 1, scale: int 
     _alphas({k: state[k] for k in list(state)[:2]}, str(dev))  # warm-up (kernels, workspaces)
     synchronize(dev)
     t0 = time.perf_counter()
-    ours, peak = peak_growth(lambda: _alphas(state, str(dev)), str(dev))  # peak: growth above the weights
+    ours, peak = peak_growth(functools.partial(_alphas, state, str(dev)), str(dev))  # growth above the weights
     synchronize(dev)
     t_ours = time.perf_counter() - t0
     sample = {k: v for k, v in state.items() if int(k.split(".")[2]) < cpu_layers}
