@@ -25,7 +25,7 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 COLUMNS = ["case", "work", "size", "device", "ours_s", "peer", "peer_s", "ratio", "floor", "floor_s",
            "floor_ratio", "agreement", "agreement_of", "tolerance", "peak_mb", "note"]
@@ -35,9 +35,14 @@ MARKDOWN = [("work", "work"), ("size", "size"), ("ours_s", "ours (s)"), ("peer",
             ("peak_mb", "peak MB"), ("note", "note")]
 
 
+# optional peers to treat as not installed (``run_all.py --without``): the missing-peer path, on purpose
+HIDDEN_PEERS: Set[str] = set()
+
+
 def peer_version(module: str) -> Optional[str]:
-    """The installed version of an optional peer package, or ``None`` when it cannot be imported."""
-    if importlib.util.find_spec(module) is None:
+    """The installed version of an optional peer package, or ``None`` when it cannot be imported (or is in
+    :data:`HIDDEN_PEERS`)."""
+    if module in HIDDEN_PEERS or importlib.util.find_spec(module) is None:
         return None
     try:
         mod = importlib.import_module(module)
