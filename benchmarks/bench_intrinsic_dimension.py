@@ -20,6 +20,12 @@ Run:  python benchmarks/bench_intrinsic_dimension.py [--n 10000] [--features 768
    so it is timed up to ``--regen-max-d`` and its step time is extrapolated linearly in d above that).
 
 Smoke run:  python benchmarks/bench_intrinsic_dimension.py --n 500 --features 32 --low-n 6000 --D 20000 --dims 100
+
+Case functions for ``benchmarks/run_all.py`` (each returns rows of ``benchmarks/common.py``):
+:func:`case_estimators` (case 1, with the distance GEMM as the floor), :func:`case_twonn_low_dim`
+(case 1b), :func:`case_projection` (case 2 in one process, one ``d``) and :func:`case_cuda_twonn`
+(TwoNN on a CUDA device against our CPU path on the same points).  Without scikit-dimension the peer
+columns are blank.
 """
 from __future__ import annotations
 
@@ -30,13 +36,17 @@ import resource
 import sys
 import time
 
+import workbench  # noqa: F401  (first: the thread policy must precede torch, see workbench.backend)
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
+from common import alternate, best, peak_growth, peer_label, row  # noqa: E402
 from workbench.backend import describe, resolve_device, synchronize  # noqa: E402
 from workbench.intrinsic_dimension import make_projection, mle, projection_memory, twonn  # noqa: E402
+from workbench.intrinsic_dimension.estimators import choose_knn_method  # noqa: E402
 
 
 def timed(fn, repeat=1):
@@ -135,6 +145,106 @@ def report_twonn_low_dim(n, features, device, repeat):
     return rows
 
 
+def gemm_floor(X, device="auto", repeat=1):
+    """Seconds of the distance GEMM alone: every row block of the centred float32 points times all points,
+    in the row blocks the brute search uses (about 64 MB of products per block, at most 4096 rows)."""
+    dev = resolve_device(device)
+    Xw = torch.as_tensor(np.asarray(X), dtype=torch.float32).to(dev)
+    Xw = Xw - Xw.mean(0, keepdim=True)
+    n = Xw.shape[0]
+    chunk = max(1, min(n, (64 * 1024 ** 2 // 4) // max(n, 1), 4096))
+
+    def products():
+        for start in range(0, n, chunk):
+            torch.mm(Xw[start:start + chunk], Xw.T)
+        synchronize(dev)
+    return timed(products, repeat)[0]
+
+
+def _skdim_cases(X):
+    import skdim
+
+    return {"twonn-fit": lambda: skdim.id.TwoNN().fit(X).dimension_,
+            "twonn-mle": lambda: skdim.id.TwoNN(method="mle", discard_fraction=0.0).fit(X).dimension_,
+            "mle k=20": lambda: skdim.id.MLE().fit(X).dimension_}
+
+
+def case_estimators(n=10_000, features=768, device="cpu", repeats=2):
+    """Case 1 as rows: TwoNN (fit, MLE) and Levina-Bickel MLE against scikit-dimension, alternated (best of
+    ``repeats``); the floor is the distance GEMM of the brute search (blank where the k-d tree is used)."""
+    X = manifold(n, features)
+    label, have_peer = peer_label("skdim", "scikit-dimension")
+    ours = {"twonn-fit": lambda: twonn(X, device=device).dimension,
+            "twonn-mle": lambda: twonn(X, method="mle", device=device).dimension,
+            "mle k=20": lambda: mle(X, k=20, device=device).dimension}
+    theirs = _skdim_cases(X) if have_peer else {}
+    brute = choose_knn_method(n, features, device) == "brute"
+    floor = gemm_floor(X, device, repeat=repeats) if brute else None
+    rows = []
+    for name, fn in ours.items():
+        times, out = alternate({"ours": fn, "peer": theirs.get(name)}, repeats, device)
+        agree = abs(out["ours"] - out["peer"]) / abs(out["peer"]) if have_peer else None
+        rows.append(row(f"intrinsic dimension: {name}", f"{n} x {features} (20-dim sphere)", best(times["ours"]),
+                        peer=label, peer_s=best(times["peer"]) if have_peer else None,
+                        floor="distance GEMM (float32)" if brute else "", floor_s=floor, agreement=agree,
+                        tolerance=1e-6, agreement_of="relative dimension", case=name, device=describe(device),
+                        dimension=float(out["ours"]),
+                        peer_dimension=float(out["peer"]) if have_peer else None))
+    return rows
+
+
+def case_twonn_low_dim(n=100_000, features=10, kind="gaussian", device="cpu", repeats=1):
+    """Case 1b as a row (the k-d tree search on the CPU: no GEMM floor)."""
+    label, have_peer = peer_label("skdim", "scikit-dimension")
+    if not have_peer:
+        X = low_dim_points(n, features, kind)
+        t, _, est = timed_cpu(lambda: twonn(X, device=device), repeats)
+        r = dict(work=f"twonn-fit ({kind})", size=f"{n} x {features}", ours_s=t, peer_s=None,
+                 dimension=est.dimension, agreement=None, knn=est.settings["knn"])
+    else:
+        r = bench_twonn_low_dim(n, features, device, kind, repeats)
+    brute = r["knn"] == "brute"
+    return row(f"intrinsic dimension: {r['work']}, {r['knn']} search", f"{r['size']} ({kind})", r["ours_s"],
+               peer=label, peer_s=r["peer_s"], agreement=r["agreement"], tolerance=1e-6,
+               agreement_of="relative dimension", floor="distance GEMM (float32)" if brute else "",
+               floor_s=gemm_floor(low_dim_points(n, features, kind), device) if brute else None,
+               case=f"twonn-low-{kind}", device=describe(device), dimension=r["dimension"])
+
+
+def case_projection(D=10 ** 6, d=1000, device="cpu"):
+    """Case 2 in this process for one ``d``: a Fastfood step against the stored dense projection's step
+    (seconds per forward + backward), with the peak memory of building Fastfood and taking a step."""
+    dev = resolve_device(device)
+    fast, peak = peak_growth(lambda: make_projection("fastfood", D, d, seed=0, device=dev), dev)
+    t_fast = step_time(fast, dev)
+    dense_bytes = projection_memory("dense", D, d)
+    t_dense = step_time(make_projection("dense", D, d, seed=0, device=dev, store=True), dev) \
+        if dense_bytes <= 2 ** 30 else None
+    return row("intrinsic dimension: Fastfood projection, one step (forward + backward)", f"D = {D:,}, d = {d:,}",
+               t_fast, peer="dense projection, stored (ours)", peer_s=t_dense, peak_mb=peak,
+               case=f"projection-d{d}", device=describe(dev), held_mb=fast.nbytes / 2 ** 20,
+               dense_mb=dense_bytes / 2 ** 20,
+               note=f"the dense projection holds {dense_bytes / 2 ** 20:.0f} MiB, Fastfood "
+               f"{fast.nbytes / 2 ** 20:.1f} MiB"
+               + ("" if t_dense is not None else "; dense not built (over 1 GiB)"))
+
+
+def case_cuda_twonn(n=100_000, features=768, device="cuda", repeats=2):
+    """TwoNN (fit) on ``device`` against our CPU path on the same points; the floor is the distance GEMM on
+    ``device``."""
+    dev = resolve_device(device)
+    X = manifold(n, features)
+    twonn(X[: min(n, 2000)], device=dev)  # warm-up (kernels, workspaces)
+    times, out = alternate({"ours": lambda: twonn(X, device=dev).dimension}, repeats, dev)
+    _, peak = peak_growth(lambda: twonn(X, device=dev), dev)
+    t_cpu, cpu = timed(lambda: twonn(X, device="cpu").dimension)
+    return row(f"intrinsic dimension: twonn-fit on {dev.type}", f"{n} x {features} (20-dim sphere)",
+               best(times["ours"]), peer="ours on the CPU", peer_s=t_cpu, floor=f"distance GEMM on {dev.type}",
+               floor_s=gemm_floor(X, dev, repeat=repeats), agreement=abs(out["ours"] - cpu) / abs(cpu),
+               tolerance=1e-6, agreement_of="relative dimension", peak_mb=peak, case="twonn-cuda",
+               device=describe(dev), dimension=float(out["ours"]))
+
+
 def step_time(proj, device, repeat=3, warm=True):
     d = proj.d
     theta = torch.zeros(d, device=device, requires_grad=True)
@@ -220,7 +330,8 @@ def bench_projections(D, dims, device, dense_max_gb, threads, chunk_rows, regen_
     print(f"\n## Projections at D = {D:,}: seconds per step (forward + backward of the projection), memory the "
           f"projection holds, and the {'peak GPU memory allocated' if dev.type == 'cuda' else 'peak RSS increase'} "
           f"of building it and taking one step (each configuration in a fresh process), device {describe(dev)}")
-    print(f"{'projection':<20}{'d':>9}{'build s':>9}{'step s':>10}{'held MiB':>11}{mem_label:>14}{'step / fastfood':>17}")
+    print(f"{'projection':<20}{'d':>9}{'build s':>9}{'step s':>10}{'held MiB':>11}{mem_label:>14}"
+          f"{'step / fastfood':>17}")
     rows = []
     for d in dims:
         fastfood_step = None

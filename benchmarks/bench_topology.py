@@ -28,6 +28,7 @@ import os
 import resource
 import time
 
+import workbench  # noqa: F401  (first: the thread policy must precede torch, see workbench.backend)
 import numpy as np
 import torch
 

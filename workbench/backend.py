@@ -7,17 +7,43 @@ machine to compare numbers).
 
 Non-torch code (SciPy/NumPy sparse work, nearest neighbours, ...) asks :func:`array_module` for the
 array module that matches a device: CuPy on a CUDA device when it is installed, NumPy otherwise.
+
+Threads on a shared CPU
+-----------------------
+The workbench is often run beside other work (a training job, another notebook).  Torch's CPU kernels run
+their threads through OpenMP, whose default is to spin for a while at the end of every parallel region
+waiting for the next one; when the machine is busy, a spinning thread burns the time slice its partner
+needs, and small kernels (many per second) became 5-25x slower instead of the fair-share 2x.  The policy,
+chosen by ``$WORKBENCH_THREADS`` (see ``benchmarks/README.md`` for the measurements):
+
+* ``auto`` (the default, also when unset):
+
+  - ``import workbench`` sets ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once when they have no work)
+    when the variable is unset or empty and torch is not yet imported: the OpenMP runtime reads it once,
+    when torch loads it, so a later change has no effect.  A user's own ``OMP_WAIT_POLICY`` is kept;
+    with torch imported first the runtime keeps spinning (:func:`thread_settings` says so) and the fix is
+    to import workbench first or to export the variable before starting Python.
+  - importing this module caps torch's intra-op threads at the CPUs this process may use
+    (:func:`affinity_cpus`: the affinity mask of ``taskset`` or a container's CPU set, and a cgroup CPU
+    quota such as ``docker --cpus``), unless ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` is set.  Torch
+    follows the affinity mask but not a quota, and oversubscribes a container limited to fewer CPUs than
+    the machine has.  The count is not lowered by the load average: it lags the load by minutes, and with the
+    passive wait two threads on a busy 2-core machine were not slower than one.
+* a positive integer ``N``: the passive wait as above and ``torch.set_num_threads(N)``.
+* ``off``: neither; torch's defaults (spinning waits, threads = cores).
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import numpy as np
 import torch
 
 ENV_VAR = "WORKBENCH_DEVICE"
+THREADS_VAR = "WORKBENCH_THREADS"
 
 DeviceLike = Union[str, torch.device, None]
 
@@ -251,3 +277,96 @@ def memory_budget(device: DeviceLike = "cpu", *, share: float = 0.5, cap: Option
     ``cap`` bytes: the default budget of work that sizes its passes itself."""
     budget = share * available_memory(device)
     return float(budget if cap is None else min(budget, cap))
+
+
+# --------------------------------------------------------------------------------------------
+# threads: the policy of the module docstring ("Threads on a shared CPU")
+# --------------------------------------------------------------------------------------------
+def cpu_quota(root: str = "/sys/fs/cgroup") -> Optional[int]:
+    """The CPUs a cgroup CPU quota allows (``docker --cpus``), rounded up, or ``None`` without a quota.
+
+    Reads cgroup v2 ``cpu.max`` (``"<quota> <period>"`` or ``"max ..."``), else cgroup v1
+    ``cpu/cpu.cfs_quota_us`` and ``cpu/cpu.cfs_period_us`` (quota ``-1``: none)."""
+    base = Path(root)
+    try:
+        text = (base / "cpu.max").read_text().split()
+        quota, period = text[0], text[1]
+    except (OSError, IndexError):
+        try:
+            quota = (base / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (base / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1"):
+        return None
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:
+        return None
+    return max(1, -(-q // p)) if q > 0 and p > 0 else None
+
+
+def affinity_cpus() -> int:
+    """How many CPUs this process may use: its affinity mask (``os.cpu_count()`` where there is none),
+    capped by a cgroup CPU quota (:func:`cpu_quota`)."""
+    try:
+        n = max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        n = max(1, os.cpu_count() or 1)
+    quota = cpu_quota()
+    return min(n, quota) if quota else n
+
+
+def thread_policy(environ: Optional[Mapping[str, str]] = None) -> str:
+    """``"auto"``, ``"off"`` or a thread count (as a string) from ``$WORKBENCH_THREADS``; anything else is
+    refused with the fix."""
+    env = os.environ if environ is None else environ
+    value = env.get(THREADS_VAR, "").strip().lower() or "auto"
+    if value in ("auto", "off") or (value.isdigit() and int(value) > 0):
+        return value
+    raise ValueError(f"${THREADS_VAR}={env.get(THREADS_VAR)!r}: use 'auto' (the default), 'off' (torch's own "
+                     "thread settings) or a positive number of threads")
+
+
+def policy_threads(environ: Optional[Mapping[str, str]] = None, current: Optional[int] = None,
+                   cpus: Optional[int] = None) -> Optional[int]:
+    """The intra-op thread count the policy asks for, or ``None`` to leave torch's setting alone."""
+    env = os.environ if environ is None else environ
+    policy = thread_policy(env)
+    if policy == "off":
+        return None
+    if policy != "auto":
+        return int(policy)
+    if env.get("OMP_NUM_THREADS", "").strip() or env.get("MKL_NUM_THREADS", "").strip():
+        return None  # the user chose
+    current = torch.get_num_threads() if current is None else int(current)
+    cpus = affinity_cpus() if cpus is None else int(cpus)
+    return cpus if current > cpus else None
+
+
+def apply_thread_policy() -> Dict[str, Any]:
+    """Apply the thread count of the policy to torch (run once when this module is imported); returns
+    :func:`thread_settings`."""
+    n = policy_threads()
+    if n is not None and n != torch.get_num_threads():
+        torch.set_num_threads(n)
+    return thread_settings()
+
+
+def thread_settings() -> Dict[str, Any]:
+    """What the CPU threads are set to: ``policy``, torch's ``threads``, the ``cpus`` of the affinity mask,
+    ``wait_policy`` (``OMP_WAIT_POLICY`` or ``"spinning (OpenMP default)"``), ``wait_set_by`` (``"workbench"``,
+    ``"user"``, or ``"nobody"``) and the 1-minute ``load`` average."""
+    import workbench
+
+    wait = os.environ.get("OMP_WAIT_POLICY", "").strip()
+    by = "workbench" if getattr(workbench, "_WAIT_POLICY_SET", False) else ("user" if wait else "nobody")
+    try:
+        load: Optional[float] = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = None
+    return {"policy": thread_policy(), "threads": torch.get_num_threads(), "cpus": affinity_cpus(),
+            "wait_policy": wait.upper() or "spinning (OpenMP default)", "wait_set_by": by, "load": load}
+
+
+apply_thread_policy()

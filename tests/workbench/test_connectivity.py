@@ -9,8 +9,10 @@ import torch.nn as nn
 from workbench import batchnorm, models
 from workbench import connectivity as lmc
 from workbench import data as wdata
-from workbench.connectivity import figures
+from tests.optional import optional_module
 from workbench.results import Result
+
+figures = optional_module("workbench.connectivity.figures")  # plotly: only the figure tests need it
 
 
 def _randomise_bn(model, seed=0):

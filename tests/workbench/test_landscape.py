@@ -1,7 +1,6 @@
 import copy
 
 import numpy as np
-import plotly.graph_objects as go
 import pytest
 import torch
 import torch.nn as nn
@@ -11,8 +10,11 @@ from workbench import landscape as L
 from workbench import models
 from workbench import paramspace as ps
 from workbench.data import Dataset
-from workbench.landscape import figures
+from tests.optional import optional_module
 from workbench.results import Result
+
+go = optional_module("plotly.graph_objects")
+figures = optional_module("workbench.landscape.figures")  # plotly: only the figure tests need it
 
 
 class Quadratic(nn.Module):

@@ -11,8 +11,10 @@ import torch.nn.utils.prune as tprune
 from workbench import batchnorm, pruning, sweep
 from workbench.data import digits
 from workbench.models import build, train
-from workbench.pruning import figures
+from tests.optional import optional_module
 from workbench.results import Result
+
+figures = optional_module("workbench.pruning.figures")  # plotly: only the figure tests need it
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -9,9 +9,11 @@ import torch
 from torch import nn
 
 from workbench import spectra
-from workbench.spectra import figures
+from tests.optional import optional_module
 from workbench.spectra.checkpoint import natural_key
 from workbench.spectra.powerlaw import bootstrap_alpha, fit_powerlaw
+
+figures = optional_module("workbench.spectra.figures")  # plotly: only the figure tests need it
 
 
 def _matrix(singular, n=None, seed=0):

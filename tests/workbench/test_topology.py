@@ -11,7 +11,9 @@ import scipy.sparse as sps
 import torch
 
 from workbench import topology as tp
-from workbench.topology import figures
+from tests.optional import optional_module
+
+figures = optional_module("workbench.topology.figures")  # plotly: only the figure tests need it
 
 # A triangle 0-1-2 with a pendant 3 on node 2; validation edge 1-3, test edge 0-3.  beta = 4 / 8 = 1/2.
 HAND_TRAIN = [(0, 1), (0, 2), (1, 2), (2, 3)]
