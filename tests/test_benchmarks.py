@@ -51,6 +51,22 @@ def test_run_all_quick_case_writes_the_table(tmp_path):
     assert "linear CKA" in proc.stdout  # the table is printed too
 
 
+def test_run_all_quick_prints_the_whole_table(tmp_path, capsys):
+    """The whole ``--quick`` table, as CI shows it: every case ran, every time is finite, every number that has
+    a peer agrees with it within the case's tolerance."""
+    proc = _run_all("--quick", "--out", str(tmp_path), timeout=900)
+    with capsys.disabled():  # the table goes to the CI log
+        print("\n" + proc.stdout[-12000:])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, rows = _rows(tmp_path)
+    assert len(rows) >= 20 and {r["case"].split("-")[0] for r in rows} >= {
+        "spectra", "landscape", "connectivity", "id", "topology", "pruning"}
+    for r in rows:
+        assert math.isfinite(float(r["ours_s"])) and float(r["ours_s"]) > 0, r
+        if r["agreement"] and r["tolerance"]:
+            assert float(r["agreement"]) <= float(r["tolerance"]), r
+
+
 def test_missing_peer_gives_a_row_with_a_note(tmp_path):
     proc = _run_all("--quick", "--only", "id-estimators", "--without", "skdim", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]

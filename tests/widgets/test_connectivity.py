@@ -28,7 +28,8 @@ def test_panel_with_given_models_draws_curves_table_and_layers(pair):
     tr = next(t for t in p.figures["curves"].data if t.name == "as trained, test")
     c = res.curve[(res.curve["model"] == "original") & (res.curve["split"] == "test")].sort_values("alpha")
     assert list(tr.y) == pytest.approx(list(c["loss"]))
-    assert ">max minus chord<" in p.table.value and ">signed mc<" in p.table.value and "max_minus_chord" not in p.table.value
+    assert ">max minus chord<" in p.table.value and ">signed mc<" in p.table.value
+    assert "max_minus_chord" not in p.table.value
     assert "weight" in p.merged_table.value
     assert len(p.figures["layers"].data) == 4 and len(p.figures["diagnostics"].data) == 4
 
