@@ -95,11 +95,27 @@ def base_layout(fig: go.Figure, title: str = "", *, subtitle: Optional[str] = No
     fills its container).  ``kw`` goes to ``update_layout``."""
     head = dict(text=title or None)
     if subtitle:
+        subtitle = wrap_subtitle(subtitle)
         head["subtitle"] = dict(text=subtitle)
     top = 24 + (30 if title else 0) + (18 * (1 + subtitle.count("<br>")) if subtitle else 0)
     margin = {"t": top, **kw.pop("margin", {})}
     fig.update_layout(template=TEMPLATE, title=head, height=height, autosize=True, width=None, margin=margin, **kw)
     return fig
+
+
+SUBTITLE_CHARS = 64  # characters per subtitle line: fits a figure half as wide as a notebook cell
+
+
+def wrap_subtitle(text: str, width: int = SUBTITLE_CHARS) -> str:
+    """``text`` with each ``<br>``-separated line of plain text longer than ``width`` characters broken at
+    spaces (plotly does not wrap titles; a long line is cut at the figure's edge).  Lines with markup are
+    kept whole."""
+    import textwrap
+
+    lines = []
+    for line in text.split("<br>"):
+        lines.extend([line] if "<" in line or len(line) <= width else textwrap.wrap(line, width))
+    return "<br>".join(lines)
 
 
 def hover(*parts: str) -> str:

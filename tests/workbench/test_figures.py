@@ -316,6 +316,10 @@ def test_figure_reads_well(case, figures_of):
     assert fig.layout.width is None and fig.layout.autosize is True and fig.layout.height
     assert fig.layout.title.text and not IDENTIFIER.fullmatch(fig.layout.title.text)
     assert "new text" not in fig.to_json()
+    # a subtitle's plain lines fit a half-width figure (plotly cuts a long title line at the edge)
+    sub = fig.layout.title.subtitle.text or ""
+    for line in sub.split("<br>"):
+        assert "<" in line or len(line) <= plotting.SUBTITLE_CHARS, f"{case}: subtitle line too long: {line!r}"
     # every axis a trace draws on has a readable title (no bare code names)
     for ref in sorted(_axes_in_use(fig)):
         title, shown = _axis_title(fig, ref)
