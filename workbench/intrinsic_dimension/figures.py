@@ -83,7 +83,7 @@ def search(result, *, title: Optional[str] = None) -> go.Figure:
               dash="solid", width=2, top=False, side="left" if right else "right")
     n = int(summary["n_seeds"].max()) if len(summary) and "n_seeds" in summary else 0
     name = result.settings.get("model", "")
-    return base_layout(fig, title or f"Accuracy of {name or 'the model'} trained in a random d-dimensional subspace",
+    return base_layout(fig, title or f"Accuracy of {name or 'the model'} trained in d random directions",
                        subtitle=_search_subtitle(result, n), height=460)
 
 
