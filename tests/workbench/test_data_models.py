@@ -88,3 +88,33 @@ def test_minilm_loads_offline():
     with torch.no_grad():
         out = model(**batch).last_hidden_state
     assert out.shape[-1] == 384 and torch.isfinite(out).all()
+
+
+# ------------------------------------------------------------------------------------------ cost of a pass
+def test_examples_within_a_budget():
+    from workbench.models import examples_within
+
+    # 60 s for 100 passes at 10 ms an example: 60 examples; never more than there are, never below the floor
+    assert examples_within(60, 0.01, 100, available=1000) == 60
+    assert examples_within(60, 0.01, 100, available=40) == 40
+    assert examples_within(1, 0.01, 100, available=1000, minimum=32) == 32
+    assert examples_within(1, 0.01, 100, available=20, minimum=32) == 20
+    assert examples_within(5, 0.0, 100, available=300) == 300
+    with pytest.raises(ValueError, match="seconds=0"):
+        examples_within(0, 0.01, 10, available=100)
+
+
+def test_pass_seconds_times_the_model_and_leaves_it_as_it_was():
+    from workbench.models import build, pass_seconds
+
+    torch.manual_seed(0)
+    net = build("mlp")
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    ds = data.digits()[1]
+    cost = pass_seconds(net, ds, n=16, device="cpu")
+    assert cost["examples"] == 16 and 0 < cost["forward"] < 1 and 0 < cost["backward"] < 1
+    assert net.training and all(p.grad is None for p in net.parameters())
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    with pytest.raises(ValueError, match="data"):  # data the model cannot take: the probe's error
+        pass_seconds(net, (torch.zeros(4, 7), torch.zeros(4, dtype=torch.long)), device="cpu")

@@ -40,6 +40,8 @@ def test_profile_report_on_a_hugging_face_folder(inputs, capsys, monkeypatch, tm
     page = _html(tmp_path / "rep" / "profile.html")
     assert "bert.encoder.layer.0.attention.self.query.weight" in page  # the model's own layers
     assert "BertForSequenceClassification" in page and "top Hessian eigenvalue" in page
+    # the data sections are sized from one timed pass, and the page says how
+    assert re.search(r"the loss map uses \d+ of \d+ examples and the Hessian \d+ of \d+", page)
 
 
 @pytest.mark.parametrize("file, what", [("scripted.pt", "RecursiveScriptModule"), ("w.safetensors", "checkpoint")])

@@ -6,6 +6,7 @@ a built-in name, a Hugging Face folder, a checkpoint or TorchScript file, an imp
 :mod:`.load`).  Hugging Face models run through :class:`~.text.TokenModel`, which gives them the one
 ``model(x) -> tensor`` interface the analyses use.
 """
+from .cost import HVP_PASSES, examples_within, pass_seconds
 from .architectures import ARCHITECTURES, GAPCNN, MLP, BasicBlock, SmallCNN, SmallResNet, build
 from .load import BUILTIN_MODELS, SPEC_FORMS, load, load_state
 from .reference import REFERENCE_TRAINING, cache_dir, load_saved, minilm, minilm_path, reference_model, save_model
@@ -17,5 +18,5 @@ __all__ = [
     "load", "load_state", "BUILTIN_MODELS", "SPEC_FORMS",
     "REFERENCE_TRAINING", "cache_dir", "load_saved", "minilm", "minilm_path", "reference_model", "save_model",
     "TokenModel", "LanguageModelLoss", "as_token_model", "default_loss", "is_hf_model", "split_tokens",
-    "TrainResult", "evaluate", "train",
+    "TrainResult", "evaluate", "train", "pass_seconds", "examples_within", "HVP_PASSES",
 ]
