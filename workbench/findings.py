@@ -28,7 +28,8 @@ class Finding:
 
 
 def fmt(x: Any, digits: int = 3) -> str:
-    """A number with ``digits`` significant digits (integers as they are; NaN as "n/a")."""
+    """A number with ``digits`` significant digits (integers as they are; thousands written out with
+    separators, 1e6 and above in scientific notation; NaN as "n/a")."""
     if x is None:
         return "n/a"
     if isinstance(x, bool):
@@ -43,6 +44,9 @@ def fmt(x: Any, digits: int = 3) -> str:
         return "n/a" if math.isnan(v) else ("inf" if v > 0 else "-inf")
     if v == 0:
         return "0"
+    rounded = float(f"{v:.{digits}g}")
+    if 10 ** digits <= abs(rounded) < 1e6:  # thousands: rounded to the digits, written out (1,070 not 1.07e+03)
+        return f"{rounded:,.0f}"
     if abs(v) >= 10 ** digits or abs(v) < 10 ** -(digits + 1):
         return f"{v:.{max(digits - 1, 0)}e}"
     return f"{v:.{digits}g}"

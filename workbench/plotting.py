@@ -114,7 +114,8 @@ def wrap_subtitle(text: str, width: int = SUBTITLE_CHARS) -> str:
 
     lines = []
     for line in text.split("<br>"):
-        lines.extend([line] if "<" in line or len(line) <= width else textwrap.wrap(line, width))
+        short = "<" in line or len(line) <= width
+        lines.extend([line] if short else textwrap.wrap(line, width, break_on_hyphens=False))
     return "<br>".join(lines)
 
 

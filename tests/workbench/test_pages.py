@@ -15,7 +15,8 @@ from workbench.findings import Finding, fmt, pct
 # numbers and tables
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("value, text", [(0.0995390150282118, "0.0995"), (1234567, "1,234,567"), (3.0, "3"),
-                                         (12345.678, "1.23e+04"), (1e-7, "1.00e-07"), (float("nan"), "n/a"),
+                                         (12345.678, "12,300"), (1070.3, "1,070"), (999.96, "1,000"),
+                                         (2.5e6, "2.50e+06"), (1e-7, "1.00e-07"), (float("nan"), "n/a"),
                                          (float("inf"), "inf"), (None, "n/a"), (-0.5, "-0.5")])
 def test_fmt_gives_significant_digits(value, text):
     assert fmt(value) == text

@@ -34,8 +34,8 @@ def profile_findings(result) -> List[Finding]:
     lo, hi = f.loc[f["dimension"].idxmin()], f.loc[f["dimension"].idxmax()]
     return [Finding("layer_id_range", {"min": float(lo["dimension"]), "max": float(hi["dimension"])},
                     f"The representations' intrinsic dimension ({result.settings.get('estimator')}) runs from "
-                    f"{fmt(lo['dimension'])} ({lo['layer']}) to {fmt(hi['dimension'])} ({hi['layer']}) over "
-                    f"{len(f)} layers.", weight=3)]
+                    f"{fmt(lo['dimension'])} (at layer {lo['layer']}) to {fmt(hi['dimension'])} "
+                    f"(at layer {hi['layer']}) over {len(f)} layers.", weight=3)]
 
 
 def comparison_findings(results, *, reference: str = "mlp", shuffled: str = "mlp (shuffled)") -> List[Finding]:
