@@ -82,20 +82,23 @@ class SearchResult(Result):
             return out
         single = min(len(self.settings.get("seeds") or [0, 0]), len(other.settings.get("seeds") or [0, 0])) < 2
         if self.reached:
-            ratio, bound = self.d_int90 / other.d_int90, ""
+            ratio = self.d_int90 / other.d_int90
             lo_a, hi_a = self.interval
             lo_b, hi_b = other.interval
             intervals = np.isfinite([lo_a, hi_a, lo_b, hi_b]).all()
             out["overlap"] = None if single or not intervals else bool(not (hi_a < lo_b or hi_b < lo_a))
         else:  # not reached up to its ceiling: the ratio is at least ceiling / other
-            ratio, bound = float(self.settings.get("d_max", np.nan)) / other.d_int90, "at least "
+            ratio = float(self.settings.get("d_max", np.nan)) / other.d_int90
         out.update(ratio=float(ratio), decided=True)
         if self.reached and self.d_int90 != other.d_int90:
             out["lower"] = a if self.d_int90 < other.d_int90 else b
         elif not self.reached:
             out["lower"] = b
-        mine = f"{self.d_int90:g}" if self.reached else f"not reached up to d = {self.settings.get('d_max')}"
-        text = f"{a} d_int90 {mine} is {bound}{ratio:.2f} x {b}'s {other.d_int90:g}"
+        if self.reached:
+            text = f"{a} d_int90 {self.d_int90:g} is {ratio:.3g} x {b}{_possessive(b)} {other.d_int90:g}"
+        else:
+            text = (f"{a} d_int90 is not reached up to d = {self.settings.get('d_max')}, so it is at least "
+                    f"{ratio:.3g} x {b}{_possessive(b)} {other.d_int90:g}")
         if out["overlap"] is not None:
             text += "; the 95% bootstrap intervals " + ("overlap" if out["overlap"] else "do not overlap")
         elif self.reached and single:
@@ -458,3 +461,7 @@ def analyze(model: Any, data: Any = None, *, train_data: Any = None, method: str
                         baseline_trials=pd.DataFrame(base_rows), baseline=base_value, target=float(target),
                         d_int90=d_int, d_int90_interp=d_interp, interval=tuple(interval),
                         reached=not np.isnan(d_int), D=D)
+
+
+def _possessive(name: str) -> str:
+    return "'" if name.endswith("s") else "'s"
