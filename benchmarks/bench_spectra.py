@@ -61,14 +61,6 @@ def _quiet():
     logging.disable(logging.WARNING)
 
 
-def _status(key: str) -> Optional[int]:
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
-    except (OSError, StopIteration):
-        return None
-
-
 def measured(fn: Callable, *args, **kwargs):
     """``(result, seconds, peak growth of the resident set in MB or None)`` of ``fn(*args, **kwargs)``.
 
@@ -79,17 +71,16 @@ def measured(fn: Callable, *args, **kwargs):
 
     gc.collect()
     release_freed_memory()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:  # VmHWM back to the current resident size
-            f.write("5")
-        base = _status("VmRSS")
-    except OSError:
-        base = None
-    t0, c0 = time.perf_counter(), time.process_time()
-    out = fn(*args, **kwargs)
-    seconds = (time.perf_counter() - t0, time.process_time() - c0)
-    peak = _status("VmHWM")
-    return out, seconds, (peak - base) / 2 ** 20 if base is not None and peak is not None else None
+    clock = {}
+
+    def timed():
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = fn(*args, **kwargs)
+        clock["seconds"] = (time.perf_counter() - t0, time.process_time() - c0)
+        return out
+
+    out, peak = peak_growth(timed)
+    return out, clock["seconds"], peak
 
 
 def _weightwatcher(model: nn.Module):

@@ -33,7 +33,7 @@ _SUBMODULES = {
     "backend", "progress", "results", "data", "models", "spectra", "paramspace", "landscape",
     "connectivity", "pruning", "sweep", "intrinsic_dimension", "topology", "report", "cli",
     "batchnorm", "paths", "training", "losses", "validation", "findings", "display", "pages", "parameters",
-    "lazy", "plotting",
+    "lazy", "plotting", "importpath",
 }
 
 

@@ -8,13 +8,12 @@ target)`` returning the batch mean.
 """
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from typing import Any, Callable, Optional
 
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .importpath import resolve as resolve_import_path
 
 __all__ = ["NAMED", "resolve", "name_of"]
 
@@ -37,13 +36,8 @@ def resolve(loss_fn: Any, model: Optional[nn.Module] = None) -> Callable:
         if key.lower() in NAMED:
             return NAMED[key.lower()]
         if ":" in key:
-            module_name, attr = key.split(":", 1)
-            if os.getcwd() not in sys.path:
-                sys.path.insert(0, os.getcwd())
             try:
-                target: Any = importlib.import_module(module_name)
-                for part in attr.split("."):
-                    target = getattr(target, part)
+                target = resolve_import_path(key)
             except (ImportError, AttributeError) as exc:
                 raise ValueError(f"loss_fn={loss_fn!r}: cannot import it ({exc})") from exc
             if isinstance(target, type):  # a loss class such as torch.nn:CrossEntropyLoss

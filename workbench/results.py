@@ -193,3 +193,13 @@ class Result:
             f"{k}={v!r}" for k, v in self.settings.items() if not isinstance(v, (dict, list))
         )
         return head + frame.to_html(max_rows=30)
+
+
+@dataclasses.dataclass
+class FrameResult(Result):
+    """A result whose table is one ``frame``: :meth:`to_frame` returns it."""
+
+    frame: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.frame

@@ -3,23 +3,14 @@ import types
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
+from tests.widgets.toys import tiny_landscape
 from widgets.landscape import LandscapePanel
 from workbench.data import Dataset
 
 
-def _setup():
-    g = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
-    data = {"train": Dataset(torch.randn(60, 6, generator=g), torch.randint(0, 3, (60,), generator=g), "tr"),
-            "test": Dataset(torch.randn(30, 6, generator=g), torch.randint(0, 3, (30,), generator=g), "te")}
-    return model, data
-
-
 def test_panel_draws_plane_and_inspects_points():
-    model, data = _setup()
+    model, data = tiny_landscape()
     p = LandscapePanel(model=model, data=data, steps=5, span=0.5, log=False, device="cpu")
     p.run_button.click()
     p.wait(60)
@@ -46,7 +37,7 @@ def test_panel_draws_plane_and_inspects_points():
 
 
 def test_panel_hessian_spectrum():
-    model, data = _setup()
+    model, data = tiny_landscape()
     p = LandscapePanel(model=model, data=data, steps=3, hessian=True, device="cpu", background=False)
     p.run()
     assert p.error is None, p.error_area.value
@@ -63,7 +54,7 @@ def test_panel_hessian_spectrum():
 
 
 def test_panel_shows_errors():
-    model, data = _setup()
+    model, data = tiny_landscape()
     p = LandscapePanel(model=model, data=data, steps=3, device="cpu", background=False)
     p.user_data = {"test": Dataset(torch.randn(5, 4), torch.zeros(5, dtype=torch.long), "bad")}
     p.run()

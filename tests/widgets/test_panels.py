@@ -4,16 +4,15 @@ import html
 
 import numpy as np
 import pytest
-import torch
 from torch import nn
 
+from tests.widgets.toys import tiny_landscape
 from widgets.connectivity import ConnectivityPanel
 from widgets.intrinsic_dimension import IntrinsicDimensionPanel
 from widgets.landscape import POINT_HINT, LandscapePanel
 from widgets.pruning import PruningPanel
 from widgets.spectra import SpectraPanel
 from widgets.topology import TopologyPanel
-from workbench.data import Dataset
 
 PANELS = [SpectraPanel, ConnectivityPanel, LandscapePanel, PruningPanel, IntrinsicDimensionPanel, TopologyPanel]
 
@@ -86,17 +85,8 @@ def test_controls_that_do_not_apply_are_hidden():
     assert _shown(ls, "k") and _shown(ls, "max_iter")
 
 
-def _tiny_landscape():
-    g = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
-    data = {"train": Dataset(torch.randn(40, 6, generator=g), torch.randint(0, 3, (40,), generator=g), "tr"),
-            "test": Dataset(torch.randn(20, 6, generator=g), torch.randint(0, 3, (20,), generator=g), "te")}
-    return model, data
-
-
 def test_the_clicked_point_goes_with_the_inputs_it_was_computed_for():
-    model, data = _tiny_landscape()
+    model, data = tiny_landscape(40, 20)
     p = LandscapePanel(model=model, data=data, steps=5, device="cpu", background=False)
     p.run()
     p.show_point(0.0, 0.0)

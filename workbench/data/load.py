@@ -20,15 +20,14 @@ the ``(data, train_data)`` an analysis needs from one or two specs.
 """
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
+from ..importpath import resolve as resolve_import_path
 from .dataset import Dataset, as_dataset, digits
 
 __all__ = ["load", "from_arrays", "split", "pair", "BUILTIN_DATA", "SPEC_FORMS", "IMAGE_SUFFIXES"]
@@ -86,17 +85,12 @@ def _builtin(text: str, seed: int) -> Dataset:
 
 
 def _from_import_path(text: str) -> Dataset:
-    module_name, attr = text.split(":", 1)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
-        target: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            target = getattr(target, part)
+        target = resolve_import_path(text)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"data={text!r}: cannot import it ({exc})") from exc
     value = target() if callable(target) and not hasattr(target, "__len__") else target
-    return as_dataset(value, attr)
+    return as_dataset(value, text.split(":", 1)[1])
 
 
 def _from_path(path: Path, *, image_size: int, normalize: Optional[str], label_column: Optional[str]) -> Dataset:

@@ -28,7 +28,7 @@ import torch.nn as nn
 from ..backend import DeviceLike, resolve_device
 from ..data import as_dataset
 from ..progress import Progress, ProgressLike
-from ..results import Result
+from ..results import FrameResult, Result
 from ..validation import as_model, probe
 
 
@@ -438,15 +438,10 @@ def estimate(X: Any, estimator: str = "twonn", **kw: Any) -> IDEstimate:
 # per-layer profile
 # --------------------------------------------------------------------------------------------
 @dataclasses.dataclass
-class ProfileResult(Result):
+class ProfileResult(FrameResult):
     """ID of the input and of each chosen layer's output, in forward order."""
 
-    frame: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
-
     kind = "id_profile"
-
-    def to_frame(self) -> pd.DataFrame:
-        return self.frame
 
     def findings(self):
         """The key numbers of the profile, each with a sentence (:mod:`workbench.findings`)."""

@@ -20,10 +20,8 @@ a connectivity run take the same forms.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import re
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
@@ -31,6 +29,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 import torch.nn as nn
 
+from ..importpath import resolve as resolve_import_path
 from .architectures import ARCHITECTURES, build
 from .text import as_token_model
 
@@ -103,17 +102,13 @@ def _from_text(text: str, *, arch: Any, options: Optional[Mapping[str, Any]], st
 
 def _from_import_path(text: str, options: Mapping[str, Any]) -> nn.Module:
     module_name, attr = text.split(":", 1)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # the user's own modules, next to where they run
     try:
-        target: Any = importlib.import_module(module_name)
+        target = resolve_import_path(text)
     except ImportError as exc:
         raise ImportError(f"model={text!r}: cannot import {module_name!r} ({exc}); install it or run from the "
                           "folder that holds it") from exc
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise AttributeError(f"model={text!r}: {module_name!r} has no attribute {attr!r}")
-        target = getattr(target, part)
+    except AttributeError:
+        raise AttributeError(f"model={text!r}: {module_name!r} has no attribute {attr!r}") from None
     model = target if isinstance(target, nn.Module) else target(**dict(options)) if callable(target) else None
     if not isinstance(model, nn.Module):
         raise TypeError(f"model={text!r} gave {type(model).__name__}, not an nn.Module; the callable must return "

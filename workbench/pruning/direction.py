@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..progress import Progress, ProgressLike
-from ..results import Result
+from ..results import FrameResult
 from .map import analyze
 
 __all__ = ["DirectionResult", "temperature_direction", "direction_at"]
@@ -45,15 +45,10 @@ def direction_at(result, density: float) -> dict:
 
 
 @dataclasses.dataclass
-class DirectionResult(Result):
+class DirectionResult(FrameResult):
     """One row per dense-model seed: ``seed``, ``rho``, ``holds``, the regimes and mc from hot to cold."""
 
-    frame: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
-
     kind = "temperature-direction"
-
-    def to_frame(self) -> pd.DataFrame:
-        return self.frame
 
     @property
     def consistent(self) -> bool:

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 import pandas as pd
 
-from ..results import Result
+from ..results import FrameResult
 
 KNOBS = ("epochs", "batch_size", "lr")
 REGIMES = ("I", "II-A", "II-B")
@@ -35,18 +35,14 @@ UNDETERMINED = "n/a"  # label of a cell whose metrics are undefined (NaN mc, or 
 # result
 # --------------------------------------------------------------------------------------------
 @dataclasses.dataclass
-class RegimeMapResult(Result):
+class RegimeMapResult(FrameResult):
     """One row per cell (knob value x density) with the metrics, the regime and its confidence."""
 
-    frame: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     thresholds: Dict[str, Any] = dataclasses.field(default_factory=dict)
     dense: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     counts: Dict[str, int] = dataclasses.field(default_factory=dict)
 
     kind = "regime-map"
-
-    def to_frame(self) -> pd.DataFrame:
-        return self.frame
 
     def findings(self):
         """The key numbers of the map, each with a sentence (:mod:`workbench.findings`)."""

@@ -21,7 +21,7 @@ from ..backend import DeviceLike, resolve_device
 from ..data import as_dataset
 from ..models import evaluate, train
 from ..progress import Progress, ProgressLike
-from ..results import Result
+from ..results import FrameResult, Result
 from ..training import steps_per_epoch
 from .masks import Mask, apply_mask, density_of, magnitude_mask
 
@@ -196,15 +196,10 @@ def iterative_prune(model: nn.Module, data: Any, *, density: float, rounds: int 
 
 
 @dataclasses.dataclass
-class BaselineResult(Result):
+class BaselineResult(FrameResult):
     """Fine-tuning against Scratch-E and Scratch-B for one mask: one row per method and seed."""
 
-    frame: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
-
     kind = "pruning-baselines"
-
-    def to_frame(self) -> pd.DataFrame:
-        return self.frame
 
     def summary(self) -> pd.DataFrame:
         return self.frame.groupby("method", sort=False)[["test_error", "epochs"]].agg(["mean", "std"])

@@ -373,20 +373,18 @@ def source(spec, *, weights=None):
     from ..models import load
     from ..models.load import _is_torchscript
 
-    if isinstance(spec, (str, os.PathLike)):
-        path = Path(spec).expanduser()
-        if not path.exists() and (path.suffix in TORCH_SUFFIXES + (".safetensors",) or path.name.endswith(".json")):
+    path = Path(spec).expanduser() if isinstance(spec, (str, os.PathLike)) else None
+    if path is not None and not path.exists():
+        if path.suffix in TORCH_SUFFIXES + (".safetensors",) or path.name.endswith(".json"):
             locate(path)  # a checkpoint that is not there: the error lists what can be read
-    if weights is None and isinstance(spec, (str, os.PathLike)) and Path(spec).expanduser().exists():
-        path = Path(spec).expanduser()
-        if not (path.is_file() and _is_torchscript(path)):
-            try:
-                CheckpointReader(path)
-                return str(path)
-            except (ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
-                unreadable = exc  # not a checkpoint of tensors: perhaps a module file
-            try:
-                return load(spec)
-            except Exception:  # neither: the checkpoint error says what can be read
-                raise unreadable from None
+    elif path is not None and weights is None and not (path.is_file() and _is_torchscript(path)):
+        try:
+            CheckpointReader(path)
+            return str(path)
+        except (ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
+            unreadable = exc  # not a checkpoint of tensors: perhaps a module file
+        try:
+            return load(spec)
+        except Exception:  # neither: the checkpoint error says what can be read
+            raise unreadable from None
     return load(spec, weights=weights)
