@@ -17,8 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _child(code: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # Ctrl-C reaches the child as from a terminal even where this run was started in the background (a
+    # shell without job control starts background work with SIGINT ignored, and Python then keeps ignoring it)
     return subprocess.Popen([sys.executable, "-c", code], cwd=str(ROOT), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(predicate, proc, timeout=120):
